@@ -1,0 +1,360 @@
+"""Core value types: events, streams, append results and expected versions.
+
+Users write ``from pupsourcing_async import es`` and build :class:`es.Event` values;
+the store returns :class:`es.PersistedEvent` values that carry the positions the
+database assigned. Every type here is a frozen, slotted dataclass and compares by value.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeAlias
+
+from .errors import InvalidEventError, NoEventsError
+
+__all__ = [
+    "Any",
+    "AppendResult",
+    "Event",
+    "Exact",
+    "ExpectedVersion",
+    "NoStream",
+    "PersistedEvent",
+    "Stream",
+]
+
+#: The longest text an identifying field may hold. MySQL stores these columns as
+#: VARCHAR(255); enforcing the bound everywhere keeps a switch of database safe.
+MAX_TEXT_LENGTH = 255
+#: Event versions are stored in a 32-bit INT column on every database.
+MAX_EVENT_VERSION = 2**31 - 1
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event to append: what happened to one aggregate, not yet stored.
+
+    Attributes:
+        bounded_context: The domain boundary the aggregate lives in, e.g. ``"Identity"``.
+        aggregate_type: The kind of aggregate, e.g. ``"User"``.
+        aggregate_id: The aggregate's identity, any non-empty string.
+        event_type: What happened, e.g. ``"UserCreated"``.
+        payload: The serialized event body; the store never looks inside it.
+        event_id: A unique id; appending the same id twice raises ``DuplicateEventError``.
+        event_version: The schema version of the payload, starting at 1.
+        metadata: ``None`` or UTF-8 encoded JSON. It is stored as JSON, so it reads back
+            equal as JSON (key order and whitespace may change on PostgreSQL).
+        trace_id: Optional distributed-tracing id.
+        correlation_id: Optional id shared by every event of one business flow.
+        causation_id: Optional id of the event or command that caused this one.
+        created_at: When the event happened; timezone-aware, defaults to now in UTC.
+    """
+
+    bounded_context: str
+    aggregate_type: str
+    aggregate_id: str
+    event_type: str
+    payload: bytes
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4, kw_only=True)
+    event_version: int = field(default=1, kw_only=True)
+    metadata: bytes | None = field(default=None, kw_only=True)
+    trace_id: str | None = field(default=None, kw_only=True)
+    correlation_id: str | None = field(default=None, kw_only=True)
+    causation_id: str | None = field(default=None, kw_only=True)
+    created_at: datetime = field(default_factory=_utc_now, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PersistedEvent(Event):
+    """An event as stored: every :class:`Event` field plus the positions it was given.
+
+    Attributes:
+        global_position: The event's place in the global log, unique and ascending.
+        aggregate_version: The event's place in its aggregate's stream, starting at 1.
+    """
+
+    global_position: int = field(kw_only=True)
+    aggregate_version: int = field(kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """The events of one aggregate, in version order.
+
+    Attributes:
+        bounded_context: The aggregate's bounded context.
+        aggregate_type: The aggregate's type.
+        aggregate_id: The aggregate's id.
+        events: The events read, ascending by ``aggregate_version``.
+    """
+
+    bounded_context: str
+    aggregate_type: str
+    aggregate_id: str
+    events: list[PersistedEvent]
+
+    @property
+    def version(self) -> int:
+        """The version of the last event read, or 0 when the stream is empty."""
+        return self.events[-1].aggregate_version if self.events else 0
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether no event was read."""
+        return not self.events
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __iter__(self) -> Iterator[PersistedEvent]:
+        return iter(self.events)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append stored.
+
+    Attributes:
+        events: The persisted events, in the order they were given.
+        global_positions: Their global positions, ascending.
+    """
+
+    events: list[PersistedEvent]
+    global_positions: list[int]
+
+    @property
+    def from_version(self) -> int:
+        """The aggregate's version before the append (first new version minus one)."""
+        return self.events[0].aggregate_version - 1 if self.events else 0
+
+    @property
+    def to_version(self) -> int:
+        """The aggregate's version after the append (the last new version)."""
+        return self.events[-1].aggregate_version if self.events else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Any:
+    """Expected version: append whatever the aggregate's current version is."""
+
+    def __str__(self) -> str:
+        return "Any"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class NoStream:
+    """Expected version: the aggregate must not exist yet. Equal to ``Exact(0)``."""
+
+    def __eq__(self, other: object) -> bool:
+        return _as_version(other) == 0
+
+    def __hash__(self) -> int:
+        return hash(("ExpectedVersion", 0))
+
+    def __str__(self) -> str:
+        return "NoStream"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Exact:
+    """Expected version: the aggregate must be at exactly ``version``.
+
+    ``Exact(0)`` means the aggregate must not exist and equals ``NoStream()``.
+
+    Attributes:
+        version: The version the aggregate must have, 0 or more.
+    """
+
+    version: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.version, int) or isinstance(self.version, bool):
+            raise ValueError(f"Exact version must be an int, got {type(self.version).__name__}")
+        if self.version < 0:
+            raise ValueError(f"Exact version must be 0 or more, got {self.version}")
+
+    def __eq__(self, other: object) -> bool:
+        return _as_version(other) == self.version
+
+    def __hash__(self) -> int:
+        return hash(("ExpectedVersion", self.version))
+
+    def __str__(self) -> str:
+        return f"Exact({self.version})"
+
+
+def _as_version(value: object) -> int | None:
+    if isinstance(value, NoStream):
+        return 0
+    if isinstance(value, Exact):
+        return value.version
+    return None
+
+
+#: One of ``Any()``, ``NoStream()`` or ``Exact(n)``.
+ExpectedVersion: TypeAlias = Any | NoStream | Exact
+
+
+def required_version(expected: ExpectedVersion) -> int | None:
+    """The version the aggregate must be at, or ``None`` for ``Any()``.
+
+    Raises:
+        TypeError: ``expected`` is not an expected version.
+    """
+    if isinstance(expected, Any):
+        return None
+    version = _as_version(expected)
+    if version is None:
+        raise TypeError(
+            f"expected version must be es.Any(), es.NoStream() or es.Exact(n), got {expected!r}"
+        )
+    return version
+
+
+def _check_text(index: int, name: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    what = "None or a non-empty string" if optional else "a non-empty string"
+    if not isinstance(value, str):
+        raise InvalidEventError(index, name, f"must be {what}, got {type(value).__name__}")
+    if not value:
+        raise InvalidEventError(index, name, f"must be {what}, got an empty string")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidEventError(
+            index, name, f"must be at most {MAX_TEXT_LENGTH} characters, got {len(value)}"
+        )
+    if "\x00" in value:
+        raise InvalidEventError(index, name, "must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEventError(index, name, "must be encodable as UTF-8") from None
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_metadata(index: int, metadata: object) -> None:
+    if metadata is None:
+        return
+    if not isinstance(metadata, bytes):
+        raise InvalidEventError(
+            index, "metadata", f"must be None or UTF-8 JSON bytes, got {type(metadata).__name__}"
+        )
+    try:
+        json.loads(metadata.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise InvalidEventError(index, "metadata", f"must be UTF-8 JSON: {err}") from None
+    if b"\\u0000" in metadata:
+        # PostgreSQL's jsonb cannot hold a NUL character, so no backend accepts one.
+        raise InvalidEventError(index, "metadata", "must not contain the JSON escape \\u0000")
+
+
+def validate_event(index: int, event: object) -> Event:
+    """Check one event's fields; ``index`` names it in the error.
+
+    Raises:
+        InvalidEventError: a field is missing, of the wrong type or out of range.
+    """
+    if not isinstance(event, Event):
+        raise InvalidEventError(index, "event", f"must be an es.Event, got {type(event).__name__}")
+    _check_text(index, "bounded_context", event.bounded_context)
+    _check_text(index, "aggregate_type", event.aggregate_type)
+    _check_text(index, "aggregate_id", event.aggregate_id)
+    _check_text(index, "event_type", event.event_type)
+    if not isinstance(event.payload, bytes):
+        raise InvalidEventError(
+            index, "payload", f"must be bytes, got {type(event.payload).__name__}"
+        )
+    if not isinstance(event.event_id, uuid.UUID):
+        raise InvalidEventError(
+            index, "event_id", f"must be a uuid.UUID, got {type(event.event_id).__name__}"
+        )
+    version = event.event_version
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InvalidEventError(
+            index, "event_version", f"must be an int, got {type(version).__name__}"
+        )
+    if not 1 <= version <= MAX_EVENT_VERSION:
+        raise InvalidEventError(
+            index, "event_version", f"must be between 1 and {MAX_EVENT_VERSION}, got {version}"
+        )
+    _check_metadata(index, event.metadata)
+    _check_text(index, "trace_id", event.trace_id, optional=True)
+    _check_text(index, "correlation_id", event.correlation_id, optional=True)
+    _check_text(index, "causation_id", event.causation_id, optional=True)
+    created_at = event.created_at
+    if not isinstance(created_at, datetime):
+        raise InvalidEventError(
+            index, "created_at", f"must be a datetime, got {type(created_at).__name__}"
+        )
+    if created_at.utcoffset() is None:
+        raise InvalidEventError(index, "created_at", "must be timezone-aware")
+    return event
+
+
+def validate_append(expected: ExpectedVersion, events: Sequence[Event]) -> int | None:
+    """Check an append's input before any SQL runs.
+
+    Returns:
+        The version the aggregate must be at, or ``None`` for ``Any()``.
+
+    Raises:
+        NoEventsError: ``events`` is empty.
+        InvalidEventError: an event is invalid, or the events do not all share one
+            aggregate; the error names the event's index and the field.
+        TypeError: ``expected`` is not an expected version.
+    """
+    required = required_version(expected)
+    if not isinstance(events, Sequence) or isinstance(events, (str, bytes)):  # type: ignore[unreachable]
+        raise TypeError(f"events must be a sequence of es.Event, got {type(events).__name__}")
+    if not events:
+        raise NoEventsError("append needs at least one event")
+    first = validate_event(0, events[0])
+    seen_ids = {first.event_id: 0}
+    for index in range(1, len(events)):
+        event = validate_event(index, events[index])
+        earlier = seen_ids.setdefault(event.event_id, index)
+        if earlier != index:
+            raise InvalidEventError(
+                index, "event_id", f"repeats the event_id of event {earlier} ({event.event_id})"
+            )
+        for name in ("bounded_context", "aggregate_type", "aggregate_id"):
+            if getattr(event, name) != getattr(first, name):
+                raise InvalidEventError(
+                    index,
+                    name,
+                    f"must match event 0 ({getattr(first, name)!r}): "
+                    f"one append writes to one aggregate, got {getattr(event, name)!r}",
+                )
+    return required
+
+
+def persisted(event: Event, global_position: int, aggregate_version: int) -> PersistedEvent:
+    """The stored form of ``event`` at the given positions."""
+    return PersistedEvent(
+        event.bounded_context,
+        event.aggregate_type,
+        event.aggregate_id,
+        event.event_type,
+        event.payload,
+        event_id=event.event_id,
+        event_version=event.event_version,
+        metadata=event.metadata,
+        trace_id=event.trace_id,
+        correlation_id=event.correlation_id,
+        causation_id=event.causation_id,
+        created_at=event.created_at,
+        global_position=global_position,
+        aggregate_version=aggregate_version,
+    )
