@@ -92,7 +92,8 @@ def parse_url(url: str) -> DatabaseURL:
             scheme=scheme,
         )
     base = {"postgres": "postgresql", "sqlite": "sqlite", "mysql": "mysql"}[dialect]
-    normalised = urlunsplit(parts._replace(scheme=base))
+    # Replace the scheme textually: urlunsplit() would turn sqlite:////abs into sqlite://abs.
+    normalised = base + url[len(parts.scheme) :]
     if dialect == "sqlite" and parts.netloc:
         raise UnsupportedURLError(
             f"a SQLite URL names a file, not a host: use sqlite:///relative.db or "

@@ -389,9 +389,9 @@ class _ConnectionPool:
         connection = await aiosqlite.connect(self._path, isolation_level=None)
         ready = False
         try:
-            await connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            await connection.execute_fetchall(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             if self._path != ":memory:":
-                await connection.execute("PRAGMA journal_mode = WAL")
+                await connection.execute_fetchall("PRAGMA journal_mode = WAL")
             ready = True
         finally:
             if not ready:
