@@ -97,6 +97,10 @@ class HoleTracker(Generic[FenceT]):
             if r.fence is None and not r.settled:
                 r.fence = fence
 
+    def pending_fences(self) -> set[FenceT]:
+        """The fences of the ranges not yet proven settled."""
+        return {r.fence for r in self._ranges if r.fence is not None and not r.settled}
+
     def pending(self) -> list[PendingHole]:
         """The ranges not yet proven settled, lowest first."""
         now = time.monotonic()

@@ -103,7 +103,61 @@ def _sqlite(c: StoreConfig) -> list[str]:
     ]
 
 
-_BUILDERS = {"postgres": _postgres, "sqlite": _sqlite}
+def in_flight_table(config: StoreConfig) -> str:
+    """The MySQL helper table in which appends register before drawing positions."""
+    return f"{config.events_table}_in_flight"
+
+
+def _mysql(c: StoreConfig) -> list[str]:
+    events, heads, checkpoints = c.events_table, c.aggregate_heads_table, c.checkpoints_table
+    # utf8mb4_bin: identifiers compare exactly, as on PostgreSQL and SQLite. Indexes are
+    # declared inline because MySQL 8 has no CREATE INDEX IF NOT EXISTS.
+    table_options = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {events} (
+    global_position BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    bounded_context VARCHAR(255) NOT NULL,
+    aggregate_type VARCHAR(255) NOT NULL,
+    aggregate_id VARCHAR(255) NOT NULL,
+    aggregate_version BIGINT NOT NULL,
+    event_id BINARY(16) NOT NULL UNIQUE,
+    event_type VARCHAR(255) NOT NULL,
+    event_version INT NOT NULL DEFAULT 1,
+    payload LONGBLOB NOT NULL,
+    trace_id VARCHAR(255) NULL,
+    correlation_id VARCHAR(255) NULL,
+    causation_id VARCHAR(255) NULL,
+    metadata JSON NULL,
+    created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    UNIQUE KEY unique_aggregate_version
+        (bounded_context, aggregate_type, aggregate_id, aggregate_version),
+    KEY idx_{events}_event_type (event_type, global_position),
+    KEY idx_{events}_correlation (correlation_id)
+) {table_options}""",
+        f"""CREATE TABLE IF NOT EXISTS {heads} (
+    bounded_context VARCHAR(255) NOT NULL,
+    aggregate_type VARCHAR(255) NOT NULL,
+    aggregate_id VARCHAR(255) NOT NULL,
+    aggregate_version BIGINT NOT NULL,
+    updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    PRIMARY KEY (bounded_context, aggregate_type, aggregate_id),
+    KEY idx_{heads}_updated (updated_at)
+) {table_options}""",
+        f"""CREATE TABLE IF NOT EXISTS {checkpoints} (
+    projection_name VARCHAR(255) NOT NULL PRIMARY KEY,
+    last_global_position BIGINT NOT NULL DEFAULT 0,
+    updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    KEY idx_{checkpoints}_updated (updated_at)
+) {table_options}""",
+        # Gap safety: every append inserts and deletes a row here before it draws
+        # positions; the row stays locked until the append's transaction ends.
+        f"""CREATE TABLE IF NOT EXISTS {in_flight_table(c)} (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY
+) ENGINE=InnoDB""",
+    ]
+
+
+_BUILDERS = {"postgres": _postgres, "sqlite": _sqlite, "mysql": _mysql}
 
 
 def schema_statements(dialect: Dialect, config: StoreConfig | None = None) -> list[str]:

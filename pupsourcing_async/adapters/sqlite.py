@@ -464,6 +464,10 @@ class SqliteBackend:
         size = 1 if path == ":memory:" else max_size
         pool = _ConnectionPool(path, max_size=size, busy_timeout=busy_timeout)
         try:
+            if path != ":memory:":
+                # Open the file once without aiosqlite: when aiosqlite fails to open one,
+                # its worker thread outlives the failure and may call into a closed loop.
+                await asyncio.to_thread(_probe, path)
             with translated(path):
                 connection = await asyncio.wait_for(pool.acquire(), connect_timeout)
         except (sqlite3.Error, OSError, TimeoutError, StoreUnavailableError) as err:
@@ -515,6 +519,10 @@ class SqliteBackend:
     async def aclose(self) -> None:
         """Close every connection."""
         await self._pool.close()
+
+
+def _probe(path: str) -> None:
+    sqlite3.connect(path).close()
 
 
 async def _rollback_quietly(connection: aiosqlite.Connection) -> bool:

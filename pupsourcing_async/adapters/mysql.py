@@ -1,0 +1,673 @@
+"""MySQL and MariaDB adapter, on aiomysql.
+
+Store transactions run at READ COMMITTED with the session time zone at UTC; the pool
+that ``connect`` opens sets both on every connection. REPEATABLE READ would make
+appends to different new aggregates deadlock on gap locks, and would let a reader work
+from a snapshot older than the proof that a hole is dead (such a reader then never
+passes a hole rather than risk skipping an event).
+
+Gap safety uses a registration fence, because MySQL exposes no snapshot horizon. Every
+append first inserts and deletes a row in ``<events_table>_in_flight``; InnoDB keeps
+the deleted row locked until the append's transaction ends, and the append draws its
+positions only after registering. A reader that sees a hole registers too, after the
+read: its registration id is the fence, larger than that of any append that could own
+the hole. A later read first takes a ``NOWAIT`` locking read of every registration
+below the fence. If no row there is locked, every such append has ended, and a hole
+still missing in a snapshot taken afterwards was rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote
+
+import aiomysql
+import pymysql.err
+
+from .. import es
+from .._async import shielded
+from .._holes import HoleTracker, PendingHole
+from .._url import DatabaseURL
+from ..errors import InvalidEventError, SchemaError, StoreUnavailableError
+from ..log import get_logger
+from ..migrations import in_flight_table, schema_statements
+from ..store import StoreConfig, default_store_config
+from ._shared import (
+    check_limit,
+    check_position,
+    check_projection_name,
+    check_stream_args,
+    conflict_error,
+)
+
+__all__ = ["Connection", "MysqlBackend", "Store", "StoreConfig", "default_store_config"]
+
+
+class Cursor(Protocol):
+    """The part of ``aiomysql.Cursor`` the store uses."""
+
+    async def execute(self, query: str, args: Sequence[object] | None = None) -> int: ...
+
+    async def fetchall(self) -> Sequence[tuple[Any, ...]]: ...
+
+    async def nextset(self) -> bool | None: ...
+
+
+class _CursorContext(Protocol):
+    async def __aenter__(self) -> Cursor: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+
+class Connection(Protocol):
+    """The part of ``aiomysql.Connection`` the store uses (what ``tx`` must be)."""
+
+    def cursor(self) -> _CursorContext: ...
+
+    def get_server_info(self) -> str: ...
+
+
+# Session settings every store connection needs (see the module docstring).
+SESSION_SETUP = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET time_zone = '+00:00'"
+
+# Error codes after which the connection is gone or the server refuses work for now.
+_UNAVAILABLE_CODES = frozenset(
+    {1040, 1053, 1077, 1152, 1158, 1159, 1160, 1161, 1317, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
+)
+_DUPLICATE_KEY = 1062
+_LOCK_ERRORS = frozenset({1205, 1213, 3572})  # lock wait timeout, deadlock, NOWAIT conflict
+_NO_SUCH_TABLE = 1146
+_NO_SUCH_COLUMN = 1054
+_KEY_NAME = re.compile(r"for key '(?:[^'.]*\.)?([^']+)'")
+
+# TIMESTAMP columns hold 1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC.
+_TIMESTAMP_MIN = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
+_TIMESTAMP_MAX = datetime(2038, 1, 19, 3, 14, 7, 999999, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# MySQL limits a packet (and so a statement) to max_allowed_packet bytes.
+_EVENTS_PER_INSERT = 500
+
+_EVENT_COLUMNS = (
+    "global_position, bounded_context, aggregate_type, aggregate_id, aggregate_version, "
+    "event_id, event_type, event_version, payload, trace_id, correlation_id, causation_id, "
+    "metadata, CAST(UNIX_TIMESTAMP(created_at) * 1000000 AS SIGNED)"
+)
+_INSERT_COLUMNS = (
+    "bounded_context, aggregate_type, aggregate_id, aggregate_version, event_id, event_type, "
+    "event_version, payload, trace_id, correlation_id, causation_id, metadata, created_at"
+)
+_ROW_PLACEHOLDERS = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_KEY = "bounded_context = %s AND aggregate_type = %s AND aggregate_id = %s"
+
+
+def error_code(err: BaseException) -> int | None:
+    """The MySQL error number of a driver error, if it carries one."""
+    if isinstance(err, pymysql.err.MySQLError) and err.args and isinstance(err.args[0], int):
+        return err.args[0]
+    return None
+
+
+def is_unavailable(err: BaseException) -> bool:
+    """Whether ``err`` means the connection is gone or the server is not serving."""
+    if isinstance(err, (OSError, pymysql.err.InterfaceError)):
+        return True
+    return error_code(err) in _UNAVAILABLE_CODES
+
+
+@contextmanager
+def translated(location: str) -> Iterator[None]:
+    """Translate aiomysql's errors into this library's, naming ``location``."""
+    try:
+        yield
+    except pymysql.err.MySQLError as err:
+        code = error_code(err)
+        if code == _NO_SUCH_TABLE:
+            match = re.search(r"Table '(?:[^'.]*\.)?([^']+)' doesn't exist", str(err))
+            raise SchemaError(
+                f"{err.args[-1]}: the event store's tables are missing; run "
+                "`await db.migrate()` or `pupsourcing-async migrate --url URL`",
+                table=match.group(1) if match else None,
+            ) from err
+        if code == _NO_SUCH_COLUMN:
+            raise SchemaError(
+                f"{err.args[-1]}: the event store's tables do not have the expected columns"
+            ) from err
+        if is_unavailable(err):
+            raise StoreUnavailableError(
+                f"lost the connection to MySQL at {location}: {err.args[-1]}", location=location
+            ) from err
+        if code in _LOCK_ERRORS:
+            raise StoreUnavailableError(
+                f"MySQL at {location} gave up on a lock ({err.args[-1]}); "
+                "roll the transaction back and retry it",
+                location=location,
+            ) from err
+        raise
+    except OSError as err:
+        raise StoreUnavailableError(
+            f"lost the connection to MySQL at {location}: {err}", location=location
+        ) from err
+
+
+async def _results(cursor: Cursor, sql: str, args: Sequence[object]) -> list[Sequence[Any]]:
+    """Run ``;``-separated statements in one round trip; the rows of each, in order."""
+    await cursor.execute(sql, args)
+    results = [await cursor.fetchall()]
+    while await cursor.nextset():
+        results.append(await cursor.fetchall())
+    return results
+
+
+def _timestamp(microseconds: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=microseconds)
+
+
+def _as_bytes(value: bytes | str | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _event(row: Sequence[Any]) -> es.PersistedEvent:
+    return es.PersistedEvent(
+        row[1],
+        row[2],
+        row[3],
+        row[6],
+        row[8],
+        event_id=uuid.UUID(bytes=row[5]),
+        event_version=row[7],
+        metadata=_as_bytes(row[12]),
+        trace_id=row[9],
+        correlation_id=row[10],
+        causation_id=row[11],
+        created_at=_timestamp(row[13]),
+        global_position=row[0],
+        aggregate_version=row[4],
+    )
+
+
+def _check_timestamps(events: Sequence[es.Event]) -> None:
+    for index, event in enumerate(events):
+        if not _TIMESTAMP_MIN <= event.created_at <= _TIMESTAMP_MAX:
+            raise InvalidEventError(
+                index,
+                "created_at",
+                "must lie between 1970-01-01 00:00:01 and 2038-01-19 03:14:07 UTC "
+                f"on MySQL (a TIMESTAMP column), got {event.created_at.isoformat()}",
+            )
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+class Store:
+    """The event store on MySQL 8 or MariaDB 10.5+.
+
+    Gap-safe reading keeps what it learns about holes in the log on this object, so share
+    one ``Store`` among all readers of a database.
+
+    Args:
+        config: Table names and logger; the defaults when omitted.
+        location: Where the database is, used in error messages.
+    """
+
+    def __init__(self, config: StoreConfig | None = None, *, location: str = "MySQL") -> None:
+        self._config = config or default_store_config()
+        self._location = location
+        self._log = get_logger(self._config.logger, "pupsourcing_async.store")
+        self._holes: HoleTracker[int] = HoleTracker()
+        self._proven = 0  # every registration below this id is known to have ended
+        self._mariadb: bool | None = None
+        self._warned_isolation = False
+        events, heads = self._config.events_table, self._config.aggregate_heads_table
+        checkpoints, in_flight = self._config.checkpoints_table, in_flight_table(self._config)
+        self._register = (
+            f"INSERT INTO {in_flight} () VALUES (); "
+            f"DELETE FROM {in_flight} WHERE id = LAST_INSERT_ID(); "
+        )
+        self._fence = self._register + "SELECT LAST_INSERT_ID()"
+        self._prepare = (
+            self._register + f"SELECT aggregate_version FROM {heads} WHERE {_KEY} FOR UPDATE"
+        )
+        self._duplicates = f"SELECT event_id FROM {events} WHERE event_id IN "
+        self._insert = f"INSERT INTO {events} ({_INSERT_COLUMNS}) VALUES "
+        self._set_head = (
+            f"INSERT INTO {heads} (bounded_context, aggregate_type, aggregate_id, "
+            "aggregate_version, updated_at) VALUES (%s, %s, %s, %s, %s) "
+            "ON DUPLICATE KEY UPDATE aggregate_version = VALUES(aggregate_version), "
+            "updated_at = VALUES(updated_at)"
+        )
+        self._positions = (
+            f"SELECT global_position FROM {events} WHERE {_KEY} "
+            "AND aggregate_version BETWEEN %s AND %s ORDER BY aggregate_version"
+        )
+        self._proof = f"SELECT id FROM {in_flight} WHERE id < %s "
+        self._read_events = (
+            f"SELECT {_EVENT_COLUMNS} FROM {events} WHERE global_position > %s "
+            "ORDER BY global_position LIMIT %s"
+        )
+        self._latest = f"SELECT COALESCE(MAX(global_position), 0) FROM {events}"
+        self._stream = (
+            f"SELECT {_EVENT_COLUMNS} FROM {events} WHERE {_KEY} "
+            "AND aggregate_version >= %s AND aggregate_version <= %s ORDER BY aggregate_version"
+        )
+        self._get_checkpoint = (
+            f"SELECT last_global_position FROM {checkpoints} WHERE projection_name = %s"
+        )
+        self._update_checkpoint = (
+            f"INSERT INTO {checkpoints} (projection_name, last_global_position, updated_at) "
+            "VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE "
+            "last_global_position = VALUES(last_global_position), "
+            "updated_at = VALUES(updated_at)"
+        )
+
+    @property
+    def config(self) -> StoreConfig:
+        """The table names and logger this store uses."""
+        return self._config
+
+    def pending_holes(self) -> list[PendingHole]:
+        """Holes readers of this store wait on, lowest first."""
+        return self._holes.pending()
+
+    def _is_mariadb(self, tx: Connection) -> bool:
+        if self._mariadb is None:
+            self._mariadb = "mariadb" in tx.get_server_info().lower()
+        return self._mariadb
+
+    async def append(
+        self, tx: Connection, expected: es.ExpectedVersion, events: Sequence[es.Event]
+    ) -> es.AppendResult:
+        """Append ``events`` to one aggregate. See ``EventStore.append``.
+
+        Two round trips: the first registers the append and locks the aggregate's head
+        row; the second inserts the events and moves the head.
+        """
+        required = es.validate_append(expected, events)
+        _check_timestamps(events)
+        first = events[0]
+        key = (first.bounded_context, first.aggregate_type, first.aggregate_id)
+        ids = [event.event_id.bytes for event in events]
+        prepare = (
+            self._prepare
+            + "; "
+            + self._duplicates
+            + "("
+            + ", ".join(["%s"] * len(ids))
+            + ") LIMIT 1"
+        )
+        async with tx.cursor() as cursor:
+            with translated(self._location), self._lost_races(expected, first):
+                # A race for a new aggregate under Any() is lost to a concurrent append;
+                # the head it committed is then locked and read on the next attempt.
+                for attempt in range(3):
+                    results = await _results(cursor, prepare, (*key, *ids))
+                    head, duplicate = results[2], results[3]
+                    if duplicate:
+                        raise conflict_error(
+                            self._log,
+                            expected,
+                            first,
+                            actual=None,
+                            event_id=uuid.UUID(bytes=duplicate[0][0]),
+                        )
+                    current = head[0][0] if head else 0
+                    if required is not None and current != required:
+                        raise conflict_error(self._log, expected, first, actual=current)
+                    try:
+                        positions = await self._write(cursor, tx, key, current, events)
+                    except pymysql.err.IntegrityError as err:
+                        if error_code(err) != _DUPLICATE_KEY:
+                            raise
+                        if "event_id" in str(err):
+                            raise conflict_error(
+                                self._log, expected, first, actual=None, duplicate=True
+                            ) from err
+                        if required is not None or attempt == 2:
+                            raise conflict_error(self._log, expected, first, actual=None) from err
+                        continue
+                    break
+        stored = [
+            es.persisted(event, position, current + offset)
+            for offset, (event, position) in enumerate(zip(events, positions, strict=True), 1)
+        ]
+        self._log.debug(
+            "appended events",
+            bounded_context=first.bounded_context,
+            aggregate_type=first.aggregate_type,
+            aggregate_id=first.aggregate_id,
+            from_version=current + 1,
+            to_version=current + len(events),
+            positions=positions,
+        )
+        return es.AppendResult(stored, positions)
+
+    @contextmanager
+    def _lost_races(self, expected: es.ExpectedVersion, first: es.Event) -> Iterator[None]:
+        """A deadlock or lock timeout while appending is a race lost on this aggregate."""
+        try:
+            yield
+        except pymysql.err.OperationalError as err:
+            if error_code(err) not in _LOCK_ERRORS:
+                raise
+            raise conflict_error(self._log, expected, first, actual=None) from err
+
+    async def _write(
+        self,
+        cursor: Cursor,
+        tx: Connection,
+        key: tuple[str, str, str],
+        current: int,
+        events: Sequence[es.Event],
+    ) -> list[int]:
+        returning = self._is_mariadb(tx)
+        statements: list[str] = []
+        args: list[object] = []
+        for start in range(0, len(events), _EVENTS_PER_INSERT):
+            chunk = events[start : start + _EVENTS_PER_INSERT]
+            for version, event in enumerate(chunk, start=current + start + 1):
+                args += (
+                    *key,
+                    version,
+                    event.event_id.bytes,
+                    event.event_type,
+                    event.event_version,
+                    event.payload,
+                    event.trace_id,
+                    event.correlation_id,
+                    event.causation_id,
+                    None if event.metadata is None else event.metadata.decode(),
+                    _utc(event.created_at),
+                )
+            statements.append(
+                self._insert
+                + ", ".join([_ROW_PLACEHOLDERS] * len(chunk))
+                + (" RETURNING global_position" if returning else "")
+            )
+        # The events go in before the head moves: for a new aggregate the unique index on
+        # (aggregate, version) decides a race, and a failed insert leaves nothing to undo.
+        statements.append(self._set_head)
+        args += (*key, current + len(events), _utc(datetime.now(UTC)))
+        if not returning:
+            statements.append(self._positions)
+            args += (*key, current + 1, current + len(events))
+        results = await _results(cursor, "; ".join(statements), args)
+        if returning:
+            rows = [row for result in results[:-1] for row in result]
+        else:
+            rows = list(results[-1])
+        return sorted(row[0] for row in rows)
+
+    async def read_events(
+        self, tx: Connection, from_position: int = 0, limit: int = 100
+    ) -> list[es.PersistedEvent]:
+        """Read events after ``from_position``, gap-safe. See ``EventStore.read_events``."""
+        check_position("from_position", from_position)
+        check_limit(limit)
+        async with tx.cursor() as cursor:
+            with translated(self._location):
+                proven = await self._prove(cursor, tx)
+                await cursor.execute(self._read_events, (from_position, limit))
+                rows = await cursor.fetchall()
+                if not rows:
+                    return []
+                count = self._holes.deliverable(
+                    from_position, [row[0] for row in rows], lambda fence: fence <= proven
+                )
+                if self._holes.needs_fence():
+                    results = await _results(cursor, self._fence, ())
+                    fence: int = results[-1][0][0]
+                    self._holes.set_fence(fence)
+                    self._log.debug("fenced holes in the log", fence=fence)
+        return [_event(row) for row in rows[:count]]
+
+    async def _prove(self, cursor: Cursor, tx: Connection) -> int:
+        """Raise the proven mark if no registration below a pending fence is in flight.
+
+        Returns the mark that holds for a snapshot taken after this call.
+        """
+        fences = sorted(fence for fence in self._holes.pending_fences() if fence > self._proven)
+        if not fences:
+            return self._proven
+        if not await self._read_committed(cursor, tx):
+            return 0
+        lock = "LOCK IN SHARE MODE NOWAIT" if self._is_mariadb(tx) else "FOR SHARE NOWAIT"
+        for target in (fences[-1], fences[0]) if len(fences) > 1 else (fences[0],):
+            try:
+                await cursor.execute(self._proof + lock, (target,))
+                await cursor.fetchall()
+            except pymysql.err.OperationalError as err:
+                if error_code(err) not in _LOCK_ERRORS:
+                    raise
+                continue
+            self._proven = max(self._proven, target)
+            break
+        return self._proven
+
+    async def _read_committed(self, cursor: Cursor, tx: Connection) -> bool:
+        variable = "@@tx_isolation" if self._is_mariadb(tx) else "@@transaction_isolation"
+        await cursor.execute(f"SELECT {variable}")
+        level = str((await cursor.fetchall())[0][0])
+        if level == "READ-COMMITTED":
+            return True
+        if not self._warned_isolation:
+            self._warned_isolation = True
+            self._log.error(
+                "reading at a stricter isolation than READ COMMITTED: holes in the log "
+                "will not be passed, so delivery may stall; use READ COMMITTED",
+                isolation=level,
+            )
+        return False
+
+    async def latest_global_position(self, tx: Connection) -> int:
+        """The highest committed global position, 0 when the log is empty."""
+        async with tx.cursor() as cursor:
+            with translated(self._location):
+                await cursor.execute(self._latest)
+                rows = await cursor.fetchall()
+        return int(rows[0][0])
+
+    async def read_aggregate_stream(
+        self,
+        tx: Connection,
+        bounded_context: str,
+        aggregate_type: str,
+        aggregate_id: str,
+        from_version: int | None = None,
+        to_version: int | None = None,
+    ) -> es.Stream:
+        """Read one aggregate's events in version order; both bounds inclusive."""
+        low, high = check_stream_args(
+            bounded_context, aggregate_type, aggregate_id, from_version, to_version
+        )
+        async with tx.cursor() as cursor:
+            with translated(self._location):
+                await cursor.execute(
+                    self._stream, (bounded_context, aggregate_type, aggregate_id, low, high)
+                )
+                rows = await cursor.fetchall()
+        return es.Stream(
+            bounded_context, aggregate_type, aggregate_id, [_event(row) for row in rows]
+        )
+
+    async def get_checkpoint(self, tx: Connection, projection_name: str) -> int:
+        """The last position ``projection_name`` processed, 0 when none."""
+        check_projection_name(projection_name)
+        async with tx.cursor() as cursor:
+            with translated(self._location):
+                await cursor.execute(self._get_checkpoint, (projection_name,))
+                rows = await cursor.fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    async def update_checkpoint(self, tx: Connection, projection_name: str, position: int) -> None:
+        """Record that ``projection_name`` processed everything up to ``position``."""
+        check_projection_name(projection_name)
+        check_position("position", position)
+        now = _utc(datetime.now(UTC))
+        async with tx.cursor() as cursor:
+            with translated(self._location):
+                await cursor.execute(self._update_checkpoint, (projection_name, position, now))
+
+
+def scrub(text: str, url: DatabaseURL) -> str:
+    """``text`` with the URL's password, if any, replaced by ``***``."""
+    password = url.parts.password
+    return text.replace(unquote(password), "***").replace(password, "***") if password else text
+
+
+# GET_LOCK name that serializes concurrent migrate() calls.
+_MIGRATE_LOCK = "pupsourcing_async.migrate"
+
+
+class MysqlBackend:
+    """A MySQL or MariaDB database reached through an aiomysql pool.
+
+    Args:
+        pool: The pool to take connections from; its connections must run
+            ``SESSION_SETUP`` (READ COMMITTED, UTC) when they open.
+        store: The store bound to this database's tables.
+        location: Where the database is, for messages.
+        owns_pool: Whether :meth:`aclose` closes the pool.
+    """
+
+    dialect = "mysql"
+
+    def __init__(self, pool: Any, *, store: Store, location: str, owns_pool: bool = True) -> None:
+        self._pool = pool
+        self._store = store
+        self._location = location
+        self._owns_pool = owns_pool
+
+    @classmethod
+    async def connect(
+        cls,
+        url: DatabaseURL,
+        *,
+        store_config: StoreConfig,
+        min_size: int,
+        max_size: int,
+        connect_timeout: float,
+        pool_options: Mapping[str, Any],
+    ) -> MysqlBackend:
+        """Open a pool on ``url``; fail fast if the server does not answer."""
+        location = url.location
+        parts = url.parts
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        options: dict[str, Any] = {
+            "host": parts.hostname or "localhost",
+            "port": parts.port or 3306,
+            "user": unquote(parts.username or "root"),
+            "password": unquote(parts.password or ""),
+            "db": url.database or None,
+        }
+        if "unix_socket" in query:
+            options["unix_socket"] = query.pop("unix_socket")
+        if query:
+            raise ValueError(f"unsupported MySQL URL options: {', '.join(sorted(query))}")
+        options.update(pool_options)
+        try:
+            pool = await aiomysql.create_pool(
+                minsize=max(min_size, 1),
+                maxsize=max_size,
+                connect_timeout=connect_timeout,
+                autocommit=False,
+                charset="utf8mb4",
+                init_command=SESSION_SETUP,
+                **options,
+            )
+        except Exception as err:
+            raise StoreUnavailableError(
+                f"could not connect to MySQL at {location}: {scrub(str(err), url)}",
+                location=location,
+            ) from err
+        return cls(pool, store=Store(store_config, location=location), location=location)
+
+    @property
+    def location(self) -> str:
+        """Where the database is; never includes a password."""
+        return self._location
+
+    @property
+    def store(self) -> Store:
+        """The event store bound to this database's tables."""
+        return self._store
+
+    @property
+    def pool(self) -> Any:
+        """The aiomysql pool, for running your own queries."""
+        return self._pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """A pooled connection inside a transaction; see ``Database.transaction``.
+
+        The transaction begins with the first statement (the connection does not
+        autocommit). A connection interrupted mid-query is closed rather than reused:
+        its protocol state is unknown, and the server rolls back when it goes.
+        """
+        with translated(self._location):
+            connection = await self._pool.acquire()
+        try:
+            try:
+                yield connection
+            except asyncio.CancelledError:
+                connection.close()
+                raise
+            except Exception as err:
+                if is_unavailable(err) or isinstance(err, StoreUnavailableError):
+                    connection.close()
+                else:
+                    await _rollback_quietly(connection)
+                raise
+            try:
+                await shielded(connection.commit())
+            except Exception as err:
+                connection.close()
+                if is_unavailable(err):
+                    raise StoreUnavailableError(
+                        f"the connection to MySQL at {self._location} failed during COMMIT; "
+                        f"the transaction may or may not have committed: {err}",
+                        location=self._location,
+                    ) from err
+                with translated(self._location):
+                    raise
+        finally:
+            await shielded(self._pool.release(connection))
+
+    async def migrate(self) -> None:
+        """Create the tables if they do not exist; safe to run concurrently."""
+        async with self.transaction() as connection, connection.cursor() as cursor:
+            with translated(self._location):
+                await cursor.execute("SELECT GET_LOCK(%s, 60)", (_MIGRATE_LOCK,))
+                if (await cursor.fetchall())[0][0] != 1:
+                    raise StoreUnavailableError(
+                        f"another migration on MySQL at {self._location} held its lock for "
+                        "60 seconds",
+                        location=self._location,
+                    )
+                try:
+                    for statement in schema_statements("mysql", self._store.config):
+                        await cursor.execute(statement)
+                finally:
+                    await cursor.execute("SELECT RELEASE_LOCK(%s)", (_MIGRATE_LOCK,))
+                    await cursor.fetchall()
+
+    async def aclose(self) -> None:
+        """Close the pool, if this backend opened it."""
+        if self._owns_pool:
+            self._pool.close()
+            await self._pool.wait_closed()
+
+
+async def _rollback_quietly(connection: Any) -> None:
+    try:
+        await shielded(connection.rollback())
+    except Exception:
+        connection.close()
+        get_logger(None, "pupsourcing_async.database").debug("rollback failed")
