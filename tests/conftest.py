@@ -8,6 +8,7 @@ missing backend fails instead of skipping.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import uuid
@@ -188,6 +189,28 @@ class RawSQL:
 def raw(db: Database) -> RawSQL:
     """Plain SQL access for the current backend."""
     return RawSQL(db.dialect)
+
+
+async def read_whole_log(db: Database, *, within: float = 20.0) -> list[es.PersistedEvent]:
+    """Page through the log until caught up: nothing more to read and no hole pending.
+
+    A short or empty page is not the end while a hole waits for its proof.
+    """
+    seen: list[es.PersistedEvent] = []
+    checkpoint = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        async with db.transaction() as tx:
+            batch = await db.store.read_events(tx, checkpoint, 1000)
+        if batch:
+            seen += batch
+            checkpoint = batch[-1].global_position
+        elif not db.store.pending_holes():
+            return seen
+        else:
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"not caught up after {within}s: {db.store.pending_holes()}")
 
 
 EventFactory = Callable[..., es.Event]

@@ -651,10 +651,13 @@ class MysqlBackend:
                         "60 seconds",
                         location=self._location,
                     )
+                # "Table already exists" is a note, which aiomysql would turn into a warning.
+                await cursor.execute("SET SESSION sql_notes = 0")
                 try:
                     for statement in schema_statements("mysql", self._store.config):
                         await cursor.execute(statement)
                 finally:
+                    await cursor.execute("SET SESSION sql_notes = 1")
                     await cursor.execute("SELECT RELEASE_LOCK(%s)", (_MIGRATE_LOCK,))
                     await cursor.fetchall()
 

@@ -185,7 +185,12 @@ def is_unavailable(err: BaseException) -> bool:
     """Whether ``err`` means the connection is gone or the server is not serving."""
     if isinstance(err, _UNAVAILABLE):
         return True
-    return isinstance(err, asyncpg.InterfaceError) and "closed" in str(err)
+    # A pool releases a connection on its own when the server closes it; the proxy the
+    # caller holds then refuses every call.
+    message = str(err)
+    return isinstance(err, asyncpg.InterfaceError) and (
+        "closed" in message or "released back to the pool" in message
+    )
 
 
 @contextmanager

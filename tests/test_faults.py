@@ -1,0 +1,129 @@
+"""Faults a production database throws: connections killed from the server side, and a
+server that is down when the application starts."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pupsourcing_async
+from pupsourcing_async import Database, StoreUnavailableError, es
+
+from .conftest import (
+    RawSQL,
+    _Containers,
+    backend_url,
+    drop_tables,
+    make_event,
+    read_whole_log,
+    unique_config,
+)
+
+SERVERS = ["postgres", "mysql"]
+
+
+async def _session_id(db: Database, tx: Any) -> int:
+    sql = "SELECT pg_backend_pid()" if db.dialect == "postgres" else "SELECT CONNECTION_ID()"
+    rows = await RawSQL(db.dialect).fetch(tx, sql)
+    return int(rows[0][0])
+
+
+async def _kill(url: str, dialect: str, session: int) -> None:
+    """Kill a session from another connection, as an operator or a failover would."""
+    config = unique_config()
+    async with (
+        pupsourcing_async.connect(url, max_size=1, store_config=config) as admin,
+        admin.transaction() as tx,
+    ):
+        raw = RawSQL(dialect)
+        if dialect == "postgres":
+            await raw.execute(tx, "SELECT pg_terminate_backend(?)", session)
+        else:
+            await raw.execute(tx, f"KILL {int(session)}")
+
+
+@pytest.mark.parametrize("backend", SERVERS)
+async def test_a_connection_killed_mid_transaction_loses_nothing_and_the_pool_recovers(
+    backend: str, containers: _Containers, tmp_path: Path
+) -> None:
+    url = backend_url(backend, containers, tmp_path)
+    config = unique_config()
+    async with pupsourcing_async.connect(url, store_config=config, max_size=1) as db:
+        await db.migrate()
+        try:
+            committed: list[es.PersistedEvent] = []
+            failures: list[StoreUnavailableError] = []
+            for round_ in range(12):
+                try:
+                    async with db.transaction() as tx:
+                        first = await db.store.append(tx, es.Any(), [make_event(f"a{round_}")])
+                        if round_ == 5:
+                            await _kill(url, db.dialect, await _session_id(db, tx))
+                            await asyncio.sleep(0.1)
+                        second = await db.store.append(tx, es.Any(), [make_event(f"b{round_}")])
+                    committed += first.events + second.events
+                except StoreUnavailableError as err:
+                    failures.append(err)
+            assert len(failures) == 1, failures
+            assert db.location in str(failures[0])
+            assert failures[0].location == db.location
+            log = await read_whole_log(db)
+            # The killed transaction's first append is gone with it; all others are whole.
+            assert [e.event_id for e in log] == [e.event_id for e in committed]
+            assert len(log) == 2 * 11
+            assert {e.aggregate_id for e in log}.isdisjoint({"a5", "b5"})
+        finally:
+            await drop_tables(db, [config.events_table])
+
+
+@pytest.mark.parametrize("backend", SERVERS)
+async def test_an_idle_pooled_connection_killed_fails_one_call_then_works(
+    backend: str, containers: _Containers, tmp_path: Path
+) -> None:
+    url = backend_url(backend, containers, tmp_path)
+    config = unique_config()
+    async with pupsourcing_async.connect(url, store_config=config, max_size=1) as db:
+        await db.migrate()
+        try:
+            async with db.transaction() as tx:
+                session = await _session_id(db, tx)
+            await _kill(url, db.dialect, session)
+            await asyncio.sleep(0.1)
+            outcomes: list[str] = []
+            for _ in range(3):
+                try:
+                    async with db.transaction() as tx:
+                        await db.store.append(tx, es.Any(), [make_event()])
+                    outcomes.append("ok")
+                except StoreUnavailableError:
+                    outcomes.append("unavailable")
+            # The pool may notice the dead connection itself; at most one call fails.
+            assert outcomes.count("unavailable") <= 1
+            assert outcomes[-2:] == ["ok", "ok"]
+            assert len(await read_whole_log(db)) == outcomes.count("ok")
+        finally:
+            await drop_tables(db, [config.events_table])
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
+async def test_a_server_that_is_down_fails_fast_naming_its_host(scheme: str) -> None:
+    port = _closed_port()
+    url = f"{scheme}://app:not-to-be-printed@127.0.0.1:{port}/events"
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(StoreUnavailableError) as caught:
+        await pupsourcing_async.connect(url, connect_timeout=5)
+    assert loop.time() - started < 5
+    assert f"127.0.0.1:{port}" in str(caught.value)
+    assert "not-to-be-printed" not in str(caught.value)
+    assert "not-to-be-printed" not in repr(caught.value.__cause__)
