@@ -19,7 +19,7 @@ from pupsourcing_async import (
     es,
 )
 
-from .conftest import RawSQL, make_event
+from .conftest import RawSQL, make_event, read_whole_log
 
 
 async def append(
@@ -532,3 +532,36 @@ async def test_created_at_is_kept_in_utc(db: Database) -> None:
     read = (await read_all(db))[0]
     assert read.created_at == created
     assert read.created_at.astimezone(UTC).hour == 6
+
+
+async def test_duplicate_of_an_event_still_in_flight_is_rejected_once_it_commits(
+    db: Database,
+) -> None:
+    event_id = uuid.uuid4()
+    first_appended = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with db.transaction() as tx:
+            await db.store.append(tx, es.NoStream(), [make_event("a", event_id=event_id)])
+            first_appended.set()
+            await release.wait()
+
+    async def second() -> None:
+        await first_appended.wait()
+        async with db.transaction() as tx:
+            with pytest.raises(DuplicateEventError):
+                await db.store.append(tx, es.Any(), [make_event("b", event_id=event_id)])
+            # The conflict wrote nothing and the transaction is still usable.
+            await db.store.append(tx, es.NoStream(), [make_event("b")])
+
+    async def go() -> None:
+        await first_appended.wait()
+        await asyncio.sleep(0.2)
+        release.set()
+
+    await asyncio.gather(first(), second(), go())
+    assert [(e.aggregate_id, e.aggregate_version) for e in await read_whole_log(db)] == [
+        ("a", 1),
+        ("b", 1),
+    ]

@@ -173,21 +173,21 @@ def _as_bytes(value: bytes | str | None) -> bytes | None:
 
 
 def _event(row: Sequence[Any]) -> es.PersistedEvent:
-    return es.PersistedEvent(
+    return es.make_persisted(
         row[1],
         row[2],
         row[3],
         row[6],
         row[8],
-        event_id=uuid.UUID(bytes=row[5]),
-        event_version=row[7],
-        metadata=_as_bytes(row[12]),
-        trace_id=row[9],
-        correlation_id=row[10],
-        causation_id=row[11],
-        created_at=_timestamp(row[13]),
-        global_position=row[0],
-        aggregate_version=row[4],
+        uuid.UUID(bytes=row[5]),
+        row[7],
+        _as_bytes(row[12]),
+        row[9],
+        row[10],
+        row[11],
+        _timestamp(row[13]),
+        row[0],
+        row[4],
     )
 
 

@@ -7,9 +7,9 @@ own a pool use it directly, everyone else goes through ``pupsourcing_async.conne
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import TracebackType
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -54,13 +54,16 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     pgerr.IdleInTransactionSessionTimeoutError,
 )
 
+# In the order es.make_persisted takes them.
 _EVENT_COLUMNS = (
-    "global_position, bounded_context, aggregate_type, aggregate_id, aggregate_version, "
-    "event_id, event_type, event_version, payload, trace_id, correlation_id, causation_id, "
-    "convert_to(metadata::text, 'UTF8') AS metadata, created_at"
+    "bounded_context, aggregate_type, aggregate_id, event_type, payload, event_id, "
+    "event_version, convert_to(metadata::text, 'UTF8') AS metadata, trace_id, correlation_id, "
+    "causation_id, created_at, global_position, aggregate_version"
 )
+_POSITION = 12
 
-_INSERT_EVENTS = """
+_INSERT_EVENTS = """,
+inserted AS (
 INSERT INTO {events} (
     bounded_context, aggregate_type, aggregate_id, aggregate_version, event_id, event_type,
     event_version, payload, trace_id, correlation_id, causation_id, metadata, created_at)
@@ -70,42 +73,62 @@ FROM head, unnest($5::uuid[], $6::text[], $7::int4[], $8::bytea[], $9::text[], $
     $11::text[], $12::text[], $13::timestamptz[]) WITH ORDINALITY
     AS e(event_id, event_type, event_version, payload, trace_id, correlation_id,
          causation_id, metadata, created_at, ord)
+ON CONFLICT (event_id) DO NOTHING
 RETURNING global_position, aggregate_version
+)
+SELECT head.version, inserted.global_position, inserted.aggregate_version
+FROM head LEFT JOIN inserted ON true
+"""
+
+# The same for one event, with scalar parameters: cheaper to encode and to plan than
+# arrays, and single-event appends are the most common kind.
+_INSERT_EVENT = """,
+inserted AS (
+INSERT INTO {events} (
+    bounded_context, aggregate_type, aggregate_id, aggregate_version, event_id, event_type,
+    event_version, payload, trace_id, correlation_id, causation_id, metadata, created_at)
+SELECT $1, $2, $3, head.version, $5::uuid, $6::text, $7::int4, $8::bytea, $9::text,
+    $10::text, $11::text, $12::jsonb, $13::timestamptz
+FROM head
+ON CONFLICT (event_id) DO NOTHING
+RETURNING global_position, aggregate_version
+)
+SELECT head.version, inserted.global_position, inserted.aggregate_version
+FROM head LEFT JOIN inserted ON true
 """
 
 # Each append is one statement: the aggregate's head row is written first, which assigns
 # the transaction its id before the INSERT draws positions from the sequence (the order
 # gap-safe reading relies on). The events INSERT reads the head's new version, so it
-# cannot run before the head write. An expected-version mismatch or an already stored
-# event id makes the head CTE return no row, so nothing is inserted and the caller's
-# transaction stays usable.
-_NO_DUPLICATES = "NOT EXISTS (SELECT 1 FROM {events} WHERE event_id = ANY($5::uuid[]))"
-
-_HEAD_ANY = f"""
+# cannot run before the head write. An expected-version mismatch makes the head CTE return
+# no row, so nothing is inserted. An event id that is already stored (or is being stored
+# by a concurrent transaction that then commits) is skipped by ON CONFLICT rather than
+# raised, so the caller's transaction stays usable; the store then undoes the append.
+_HEAD_ANY = """
 WITH head AS (
-    INSERT INTO {{heads}} AS h (bounded_context, aggregate_type, aggregate_id,
+    INSERT INTO {heads} AS h (bounded_context, aggregate_type, aggregate_id,
         aggregate_version, updated_at)
-    SELECT $1::text, $2::text, $3::text, $4::bigint, now() WHERE {_NO_DUPLICATES}
+    VALUES ($1, $2, $3, $4, now())
     ON CONFLICT (bounded_context, aggregate_type, aggregate_id) DO UPDATE
         SET aggregate_version = h.aggregate_version + EXCLUDED.aggregate_version,
             updated_at = EXCLUDED.updated_at
     RETURNING h.aggregate_version AS version
 )"""
 
-_HEAD_NO_STREAM = f"""
+_HEAD_NO_STREAM = """
 WITH head AS (
-    INSERT INTO {{heads}} (bounded_context, aggregate_type, aggregate_id,
+    INSERT INTO {heads} (bounded_context, aggregate_type, aggregate_id,
         aggregate_version, updated_at)
-    SELECT $1::text, $2::text, $3::text, $4::bigint, now() WHERE {_NO_DUPLICATES}
+    VALUES ($1, $2, $3, $4, now())
     ON CONFLICT (bounded_context, aggregate_type, aggregate_id) DO NOTHING
     RETURNING aggregate_version AS version
 )"""
 
-_HEAD_EXACT = f"""
+_HEAD_EXACT = """
 WITH head AS (
-    UPDATE {{heads}} SET aggregate_version = aggregate_version + $4::bigint, updated_at = now()
+    UPDATE {heads} SET aggregate_version = aggregate_version + $4::bigint, updated_at = now()
     WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3
-        AND aggregate_version = $14::bigint AND {_NO_DUPLICATES}
+        AND aggregate_version = $14::bigint
     RETURNING aggregate_version AS version
 )"""
 
@@ -119,15 +142,31 @@ class _Statements:
             "heads": config.aggregate_heads_table,
             "checkpoints": config.checkpoints_table,
         }
-        insert = _INSERT_EVENTS.format(**names)
-        self.append_any = _HEAD_ANY.format(**names) + insert
-        self.append_no_stream = _HEAD_NO_STREAM.format(**names) + insert
-        self.append_exact = _HEAD_EXACT.format(**names) + insert
+        # [one event, several events] for each kind of expected version.
+        self.append_any, self.append_no_stream, self.append_exact = (
+            [
+                head.format(**names) + insert.format(**names)
+                for insert in (_INSERT_EVENT, _INSERT_EVENTS)
+            ]
+            for head in (_HEAD_ANY, _HEAD_NO_STREAM, _HEAD_EXACT)
+        )
+        # Only after a conflict: what the head is, and which of the ids is stored. The
+        # lateral lookup probes the unique index once per id, whatever the table's size.
         self.conflict_facts = """
 SELECT (SELECT aggregate_version FROM {heads}
         WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3),
-       (SELECT event_id FROM {events} WHERE event_id = ANY($4::uuid[]) LIMIT 1)
+       (SELECT e.event_id FROM unnest($4::uuid[]) AS wanted(id)
+        CROSS JOIN LATERAL (SELECT event_id FROM {events} WHERE event_id = wanted.id) AS e
+        LIMIT 1)
 """.format(**names)
+        self.undo_head = """
+UPDATE {heads} SET aggregate_version = $4
+WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3
+""".format(**names)
+        self.undo_new_head = """
+DELETE FROM {heads} WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3
+""".format(**names)
+        self.undo_events = f"DELETE FROM {config.events_table} WHERE global_position = ANY($1)"
         # The snapshot's xmin and whether this transaction already has an id come from the
         # same statement, hence the same snapshot, as the rows (InitPlans run once).
         self.read_events = f"""
@@ -157,25 +196,6 @@ VALUES ($1, $2, now())
 ON CONFLICT (projection_name) DO UPDATE
     SET last_global_position = EXCLUDED.last_global_position, updated_at = EXCLUDED.updated_at
 """
-
-
-def _event(row: asyncpg.Record) -> es.PersistedEvent:
-    return es.PersistedEvent(
-        row[1],
-        row[2],
-        row[3],
-        row[6],
-        row[8],
-        event_id=row[5],
-        event_version=row[7],
-        metadata=row[12],
-        trace_id=row[9],
-        correlation_id=row[10],
-        causation_id=row[11],
-        created_at=row[13],
-        global_position=row[0],
-        aggregate_version=row[4],
-    )
 
 
 _RELATION = re.compile(r'relation "([^"]+)" does not exist')
@@ -253,52 +273,57 @@ class Store:
         required = es.validate_append(expected, events)
         first = events[0]
         count = len(events)
-        ids = [e.event_id for e in events]
-        args: list[object] = [
-            first.bounded_context,
-            first.aggregate_type,
-            first.aggregate_id,
-            count,
-            ids,
-            [e.event_type for e in events],
-            [e.event_version for e in events],
-            [e.payload for e in events],
-            [e.trace_id for e in events],
-            [e.correlation_id for e in events],
-            [e.causation_id for e in events],
-            [None if e.metadata is None else e.metadata.decode() for e in events],
-            [e.created_at for e in events],
-        ]
-        if required is None:
-            sql = self._sql.append_any
-        elif required == 0:
-            sql = self._sql.append_no_stream
+        args: list[object] = [first.bounded_context, first.aggregate_type, first.aggregate_id]
+        if count == 1:
+            args += (
+                1,
+                first.event_id,
+                first.event_type,
+                first.event_version,
+                first.payload,
+                first.trace_id,
+                first.correlation_id,
+                first.causation_id,
+                None if first.metadata is None else first.metadata.decode(),
+                first.created_at,
+            )
         else:
-            sql = self._sql.append_exact
+            args += (
+                count,
+                [e.event_id for e in events],
+                [e.event_type for e in events],
+                [e.event_version for e in events],
+                [e.payload for e in events],
+                [e.trace_id for e in events],
+                [e.correlation_id for e in events],
+                [e.causation_id for e in events],
+                [None if e.metadata is None else e.metadata.decode() for e in events],
+                [e.created_at for e in events],
+            )
+        variant = 0 if count == 1 else 1
+        if required is None:
+            sql = self._sql.append_any[variant]
+        elif required == 0:
+            sql = self._sql.append_no_stream[variant]
+        else:
+            sql = self._sql.append_exact[variant]
             args.append(required)
+        key = (first.bounded_context, first.aggregate_type, first.aggregate_id)
         with translated(self._location):
             try:
                 rows = await tx.fetch(sql, *args)
             except pgerr.UniqueViolationError as err:
-                # A concurrent transaction stored the same event id or version first.
-                raise self._unique_violation(err, expected, first) from err
-            if not rows:
-                version, duplicate = await tx.fetchrow(
-                    self._sql.conflict_facts,
-                    first.bounded_context,
-                    first.aggregate_type,
-                    first.aggregate_id,
-                    ids,
-                ) or (None, None)
-                raise conflict_error(
-                    self._log, expected, first, actual=version or 0, event_id=duplicate
-                )
+                # The version is stored, but not as the head this append locked said:
+                # events written without moving their head (not by this library).
+                raise conflict_error(self._log, expected, first, actual=None) from err
+            if not rows or rows[0][1] is None or len(rows) < count:
+                raise await self._conflict(tx, expected, events, key, rows)
         if count > 1:
-            rows = sorted(rows, key=lambda row: row[1])
+            rows = sorted(rows, key=lambda row: row[2])
         stored = [
-            es.persisted(event, row[0], row[1]) for event, row in zip(events, rows, strict=True)
+            es.persisted(event, row[1], row[2]) for event, row in zip(events, rows, strict=True)
         ]
-        positions = [row[0] for row in rows]
+        positions = [row[1] for row in rows]
         self._log.debug(
             "appended events",
             bounded_context=first.bounded_context,
@@ -310,18 +335,36 @@ class Store:
         )
         return es.AppendResult(stored, positions)
 
-    def _unique_violation(
-        self, err: pgerr.UniqueViolationError, expected: es.ExpectedVersion, first: es.Event
+    async def _conflict(
+        self,
+        tx: Connection,
+        expected: es.ExpectedVersion,
+        events: Sequence[es.Event],
+        key: tuple[str, str, str],
+        rows: Sequence[asyncpg.Record],
     ) -> OptimisticConcurrencyError:
-        detail = getattr(err, "detail", None) or ""
-        constraint = getattr(err, "constraint_name", None) or ""
-        if "event_id" not in constraint and "(event_id)" not in detail:
-            return conflict_error(self._log, expected, first, actual=None)
-        match = re.search(r"\(event_id\)=\(([0-9a-fA-F-]{36})\)", detail)
-        event_id = uuid.UUID(match.group(1)) if match else None
-        return conflict_error(
-            self._log, expected, first, actual=None, duplicate=True, event_id=event_id
-        )
+        """Undo what an append that hit a conflict wrote, and say what the conflict was.
+
+        No row: the head was not at the expected version and nothing was written. A row
+        with fewer events than given: some event ids are already stored, so the events that
+        did go in are deleted and the head is put back.
+        """
+        first, ids = events[0], [event.event_id for event in events]
+        if rows:
+            inserted = [row[1] for row in rows if row[1] is not None]
+            if inserted:
+                await tx.execute(self._sql.undo_events, inserted)
+            base = rows[0][0] - len(events)
+            if base == 0:
+                await tx.execute(self._sql.undo_new_head, *key)
+            else:
+                await tx.execute(self._sql.undo_head, *key, base)
+        version, duplicate = await tx.fetchrow(self._sql.conflict_facts, *key, ids) or (None, None)
+        if rows:
+            return conflict_error(
+                self._log, expected, first, actual=version or 0, duplicate=True, event_id=duplicate
+            )
+        return conflict_error(self._log, expected, first, actual=version or 0, event_id=duplicate)
 
     async def read_events(
         self, tx: Connection, from_position: int = 0, limit: int = 100
@@ -344,7 +387,7 @@ class Store:
             xmin: int = rows[0][14]
             own_xid: int | None = rows[0][15]
             count = self._holes.deliverable(
-                from_position, [row[0] for row in rows], lambda fence: xmin >= fence
+                from_position, [row[_POSITION] for row in rows], lambda fence: xmin >= fence
             )
             # A transaction that already has an id got it before the hole was seen, so its
             # id is no fence; a later read (the next batch) takes one instead.
@@ -352,7 +395,8 @@ class Store:
                 fence: int = await tx.fetchval(self._sql.take_fence)
                 self._holes.set_fence(fence)
                 self._log.debug("fenced holes in the log", fence=fence)
-        return [_event(row) for row in rows[:count]]
+        make = es.make_persisted
+        return [make(*row[:14]) for row in rows[:count]]
 
     async def latest_global_position(self, tx: Connection) -> int:
         """The highest committed global position, 0 when the log is empty."""
@@ -378,7 +422,7 @@ class Store:
                 self._sql.stream, bounded_context, aggregate_type, aggregate_id, low, high
             )
         return es.Stream(
-            bounded_context, aggregate_type, aggregate_id, [_event(row) for row in rows]
+            bounded_context, aggregate_type, aggregate_id, [es.make_persisted(*row) for row in rows]
         )
 
     async def get_checkpoint(self, tx: Connection, projection_name: str) -> int:
@@ -475,44 +519,9 @@ class PostgresBackend:
             f"{action} on PostgreSQL at {self._location} failed: {err}", location=self._location
         )
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[PoolConnectionProxy[Any]]:
+    def transaction(self) -> _Transaction:
         """A pooled connection inside a transaction; see ``Database.transaction``."""
-        try:
-            connection = await self._pool.acquire()
-        except Exception as err:
-            if is_unavailable(err):
-                raise self._unavailable("getting a connection", err) from err
-            raise
-        try:
-            transaction = connection.transaction()
-            try:
-                await transaction.start()
-            except Exception as err:
-                if is_unavailable(err):
-                    raise self._unavailable("BEGIN", err) from err
-                raise
-            finished = False
-            try:
-                yield connection
-                finished = True
-            finally:
-                if finished:
-                    try:
-                        await shielded(transaction.commit())
-                    except Exception as err:
-                        if is_unavailable(err):
-                            raise StoreUnavailableError(
-                                f"the connection to PostgreSQL at {self._location} failed "
-                                f"during COMMIT; the transaction may or may not have "
-                                f"committed: {err}",
-                                location=self._location,
-                            ) from err
-                        raise
-                else:
-                    await _rollback_quietly(transaction)
-        finally:
-            await shielded(self._pool.release(connection))
+        return _Transaction(self)
 
     async def migrate(self) -> None:
         """Create the tables and indexes if they do not exist; safe to run concurrently."""
@@ -526,6 +535,65 @@ class PostgresBackend:
         """Close the pool, if this backend opened it."""
         if self._owns_pool:
             await self._pool.close()
+
+
+class _Transaction:
+    """``PostgresBackend.transaction()``: a class rather than a generator, as it is on the
+    path of every append and batch."""
+
+    __slots__ = ("_backend", "_connection", "_transaction")
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self._backend = backend
+
+    async def __aenter__(self) -> PoolConnectionProxy[Any]:
+        backend = self._backend
+        try:
+            connection = await backend._pool.acquire()
+        except Exception as err:
+            if is_unavailable(err):
+                raise backend._unavailable("getting a connection", err) from err
+            raise
+        started = False
+        try:
+            self._transaction = connection.transaction()
+            await self._transaction.start()
+            started = True
+        except Exception as err:
+            if is_unavailable(err):
+                raise backend._unavailable("BEGIN", err) from err
+            raise
+        finally:
+            if not started:
+                await backend._pool.release(connection)
+        self._connection = connection
+        return connection
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        backend = self._backend
+        try:
+            if exc_type is None:
+                try:
+                    await self._transaction.commit()
+                except Exception as err:
+                    if is_unavailable(err):
+                        raise StoreUnavailableError(
+                            f"the connection to PostgreSQL at {backend._location} failed "
+                            "during COMMIT; the transaction may or may not have committed: "
+                            f"{err}",
+                            location=backend._location,
+                        ) from err
+                    raise
+            else:
+                await _rollback_quietly(self._transaction)
+        finally:
+            # asyncpg shields the release itself, and rolls back what is left open.
+            await backend._pool.release(self._connection)
 
 
 async def _rollback_quietly(transaction: Any) -> None:
