@@ -3,7 +3,7 @@
 Accounts are event-sourced aggregates: opening, deposits and withdrawals are events in
 an embedded SQLite file. The demo replays an account to its current balance, replays it
 only up to an earlier date for the balance as of then, and keeps a small read model of
-every balance that a projection loop fills from the global log.
+every balance that a projection fills from the global log.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from . import es
 from .database import Database, connect
 from .errors import OptimisticConcurrencyError
+from .projection import ProcessorConfig, RunMode
 
 CONTEXT = "Banking"
 AGGREGATE = "Account"
@@ -68,32 +69,29 @@ async def _record(db: Database, account: Account, events: list[es.Event]) -> es.
         return await db.store.append(tx, es.Exact(account.version), events)
 
 
-async def _project_balances(db: Database) -> int:
-    """Bring the balances read model up to date; returns how many events it handled."""
-    handled = 0
-    while True:
-        async with db.transaction() as tx:
-            checkpoint = await db.store.get_checkpoint(tx, PROJECTION)
-            batch = await db.store.read_events(tx, checkpoint, 100)
-            if not batch:
-                return handled
-            for event in batch:
-                if event.aggregate_type != AGGREGATE:
-                    continue
-                data = json.loads(event.payload)
-                if event.event_type == "AccountOpened":
-                    await tx.execute(
-                        f"INSERT INTO {READ_MODEL} (account_id, owner, balance) VALUES (?, ?, 0)",
-                        (event.aggregate_id, data["owner"]),
-                    )
-                else:
-                    sign = 1 if event.event_type == "MoneyDeposited" else -1
-                    await tx.execute(
-                        f"UPDATE {READ_MODEL} SET balance = balance + ? WHERE account_id = ?",
-                        (sign * data["amount"], event.aggregate_id),
-                    )
-                handled += 1
-            await db.store.update_checkpoint(tx, PROJECTION, batch[-1].global_position)
+class AccountBalances:
+    """A projection: the balance of every account, in a table of its own."""
+
+    name = PROJECTION
+    aggregate_types = (AGGREGATE,)
+
+    def __init__(self) -> None:
+        self.handled = 0
+
+    async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+        data = json.loads(event.payload)
+        if event.event_type == "AccountOpened":
+            await tx.execute(
+                f"INSERT INTO {READ_MODEL} (account_id, owner, balance) VALUES (?, ?, 0)",
+                (event.aggregate_id, data["owner"]),
+            )
+        else:
+            sign = 1 if event.event_type == "MoneyDeposited" else -1
+            await tx.execute(
+                f"UPDATE {READ_MODEL} SET balance = balance + ? WHERE account_id = ?",
+                (sign * data["amount"], event.aggregate_id),
+            )
+        self.handled += 1
 
 
 async def run_demo(path: str, out: TextIO) -> None:
@@ -162,7 +160,9 @@ async def run_demo(path: str, out: TextIO) -> None:
         except OptimisticConcurrencyError as err:
             say(f"A write based on a stale read is refused: {err}")
 
-        handled = await _project_balances(db)
+        balances = AccountBalances()
+        await db.processor(ProcessorConfig(run_mode=RunMode.ONE_OFF)).run(balances)
+        handled = balances.handled
         say()
         noun = "event" if handled == 1 else "events"
         say(f"The balances projection handled {handled} new {noun}. Read model:")

@@ -10,17 +10,23 @@ async with pupsourcing_async.connect("sqlite:///app.db") as db:
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
 from types import ModuleType, TracebackType
 from typing import Any
 
 from ._url import DatabaseURL, parse_url
-from .adapters.base import Backend, GapSafeStore
+from .adapters._shared import checkpoint_names
+from .adapters.base import AdapterStore, Backend
+from .projection.config import ProcessorConfig
+from .projection.processor import Processor
 from .store import StoreConfig
 
-__all__ = ["Database", "connect"]
+__all__ = ["Database", "ProjectionStatus", "connect"]
 
 # dialect -> (adapter module, backend class, driver package, extra to install)
 _ADAPTERS = {
@@ -58,7 +64,7 @@ class Database:
         self._closed = False
 
     @property
-    def store(self) -> GapSafeStore:
+    def store(self) -> AdapterStore:
         """The event store; pass it the ``tx`` of :meth:`transaction`."""
         return self._backend.store
 
@@ -98,6 +104,86 @@ class Database:
         """
         await self._backend.migrate()
 
+    def processor(self, config: ProcessorConfig | None = None) -> Processor:
+        """A projection processor on this database: ``await db.processor(cfg).run(p)``."""
+        return Processor(self._backend, config)
+
+    async def wait_for(
+        self,
+        position: int,
+        *,
+        projections: Sequence[str],
+        timeout: float | None = None,
+    ) -> None:
+        """Wait until every named projection has processed up to ``position``.
+
+        For read-your-writes: append, then ``await db.wait_for(result.global_positions[-1],
+        projections=["balances"], timeout=5)``, then answer from the read model. A
+        partitioned projection counts once all of its partitions' checkpoints (every
+        ``<name>_p<key>`` row a running worker has written) are at or past ``position``.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed first; the message names the
+                projections still behind.
+        """
+        if not projections:
+            raise ValueError("wait_for needs at least one projection name")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pause = 0.005
+        while True:
+            watch = self._backend.progress.watch()
+            behind = await self._projections_behind(position, projections)
+            if not behind:
+                return
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(
+                    f"projections still behind position {position} after {timeout}s: "
+                    + ", ".join(behind)
+                )
+            # Processors in this process signal each batch; others are polled for.
+            wait = pause if remaining is None else min(pause, remaining)
+            if not await watch.wait(wait):
+                pause = min(pause * 2, 0.2)
+
+    async def _projections_behind(self, position: int, projections: Sequence[str]) -> list[str]:
+        async with self.transaction() as tx:
+            rows = await self.store.list_checkpoints(tx)
+        positions = {row.name: row.position for row in rows}
+        behind = []
+        for name in projections:
+            names = checkpoint_names(list(positions), name)
+            if not names or any(positions[n] < position for n in names):
+                behind.append(name)
+        return behind
+
+    async def projection_status(self) -> list[ProjectionStatus]:
+        """Every checkpoint with its lag behind the head of the log, by name."""
+        async with self.transaction() as tx:
+            head = await self.store.latest_global_position(tx)
+            rows = await self.store.list_checkpoints(tx)
+        return [
+            ProjectionStatus(
+                row.name, row.position, head, max(head - row.position, 0), row.updated_at
+            )
+            for row in rows
+        ]
+
+    async def reset_projection(self, name: str) -> int:
+        """Delete the checkpoints of projection ``name`` (all its partitions), so its next
+        run starts from the beginning; how many rows went.
+
+        Clear the read model in the same breath: the events will be handled again.
+        Stop the projection's workers first.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"projection name must be a non-empty string, got {name!r}")
+        async with self.transaction() as tx:
+            rows = await self.store.list_checkpoints(tx)
+            names = checkpoint_names([row.name for row in rows], name)
+            return await self.store.delete_checkpoints(tx, names) if names else 0
+
     async def close(self) -> None:
         """Close every connection. Closing twice is harmless."""
         if not self._closed:
@@ -117,6 +203,25 @@ class Database:
 
     def __repr__(self) -> str:
         return f"<Database {self.dialect} {self.location}>"
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    """Where a projection (or one partition of it) stands.
+
+    Attributes:
+        name: The checkpoint's name: the projection's, or ``<name>_p<key>``.
+        position: The last global position it processed.
+        head: The highest committed position in the log.
+        lag: How many positions it is behind: ``head - position``.
+        updated_at: When its checkpoint last moved.
+    """
+
+    name: str
+    position: int
+    head: int
+    lag: int
+    updated_at: datetime | None
 
 
 class _Connecting:

@@ -13,7 +13,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +227,80 @@ def make_event(
 ) -> es.Event:
     """An event with sensible defaults for tests."""
     return es.Event(bounded_context, aggregate_type, aggregate_id, event_type, payload, **options)
+
+
+# --- projections -----------------------------------------------------------------------
+
+
+@dataclass
+class ReadModel:
+    """A read model table written through the batch's own connection."""
+
+    db: Database
+    table: str
+
+    @property
+    def raw(self) -> RawSQL:
+        return RawSQL(self.db.dialect)
+
+    async def rows(self) -> list[tuple[str, int]]:
+        async with self.db.transaction() as tx:
+            rows = await self.raw.fetch(
+                tx, f"SELECT event_id, global_position FROM {self.table} ORDER BY global_position"
+            )
+        return [(str(event_id), int(position)) for event_id, position in rows]
+
+
+@pytest.fixture
+async def read_model(db: Database) -> ReadModel:
+    table = db.store.config.events_table.replace("_events", "_read_model")
+    async with db.transaction() as tx:
+        # The primary key makes a second handling of an event fail loudly.
+        await RawSQL(db.dialect).execute(
+            tx,
+            f"CREATE TABLE {table} (event_id VARCHAR(64) PRIMARY KEY, "
+            "aggregate_id VARCHAR(255) NOT NULL, global_position BIGINT NOT NULL)",
+        )
+    return ReadModel(db, table)
+
+
+@dataclass
+class Recorder:
+    """A projection that writes each event into the read model and remembers it."""
+
+    read_model: ReadModel
+    name: str = "recorder"
+    seen: list[es.PersistedEvent] = field(default_factory=list)
+    fail_on: str | None = None
+
+    async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+        if event.event_type == self.fail_on:
+            raise RuntimeError(f"cannot handle {event.event_type}")
+        await self.read_model.raw.execute(
+            tx,
+            f"INSERT INTO {self.read_model.table} (event_id, aggregate_id, global_position) "
+            "VALUES (?, ?, ?)",
+            str(event.event_id),
+            event.aggregate_id,
+            event.global_position,
+        )
+        self.seen.append(event)
+
+
+@dataclass
+class ScopedRecorder(Recorder):
+    aggregate_types: Sequence[str] = ()
+    bounded_contexts: Sequence[str] = ()
+
+
+async def append_many(
+    db: Database, count: int, *, aggregates: int = 5, **options: Any
+) -> list[es.PersistedEvent]:
+    stored: list[es.PersistedEvent] = []
+    for index in range(count):
+        async with db.transaction() as tx:
+            result = await db.store.append(
+                tx, es.Any(), [make_event(f"acc-{index % aggregates}", **options)]
+            )
+        stored += result.events
+    return stored

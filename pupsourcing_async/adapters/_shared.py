@@ -1,19 +1,32 @@
-"""Argument checks and error building that every adapter shares."""
+"""What every adapter shares: argument checks, conflict errors, leases and wake-ups."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from .. import es
+from .._signals import Signal, Watch
 from ..errors import DuplicateEventError, OptimisticConcurrencyError
 from ..log import Logger
 
 __all__ = [
+    "AppendTracker",
+    "LocalNews",
+    "NoLease",
     "check_limit",
+    "checkpoint_names",
     "check_position",
     "check_projection_name",
     "check_stream_args",
     "conflict_error",
+    "lease_key",
+    "lease_name",
+    "local_news",
 ]
 
 MAX_BIGINT = 2**63 - 1
@@ -112,3 +125,86 @@ def conflict_error(
         aggregate_type=first.aggregate_type,
         aggregate_id=first.aggregate_id,
     )
+
+
+class AppendTracker:
+    """Remembers which connections appended in their open transaction.
+
+    A backend's transaction asks at commit, and fires its "appended" signal if so, which
+    wakes processors in the same process at once instead of at their next poll.
+    Connections are known by ``id()``; a connection whose transaction the backend does not
+    manage may leave a stale entry, which costs at most a spurious wake-up.
+    """
+
+    __slots__ = ("_ids",)
+
+    def __init__(self) -> None:
+        self._ids: set[int] = set()
+
+    def note(self, tx: object) -> None:
+        """``tx`` appended in its current transaction."""
+        if len(self._ids) > 10_000:
+            self._ids.clear()
+        self._ids.add(id(tx))
+
+    def take(self, tx: object) -> bool:
+        """Whether ``tx`` appended since last asked; forgets it."""
+        try:
+            self._ids.remove(id(tx))
+        except KeyError:
+            return False
+        return True
+
+
+class LocalNews:
+    """Wake-ups from this process only: appends committed through this backend."""
+
+    __slots__ = ("_signal",)
+
+    def __init__(self, signal: Signal) -> None:
+        self._signal = signal
+
+    def watch(self) -> Watch:
+        """Start watching; take it before reading."""
+        return self._signal.watch()
+
+    async def wait(self, watch: Watch, timeout: float) -> bool:
+        """Wait up to ``timeout`` for an append since ``watch``."""
+        return await watch.wait(timeout)
+
+
+@asynccontextmanager
+async def local_news(signal: Signal) -> AsyncIterator[LocalNews]:
+    """``Backend.news()`` for databases without notifications: polling plus local appends."""
+    yield LocalNews(signal)
+
+
+class NoLease:
+    """The lease of a database whose batch transactions already exclude each other."""
+
+    __slots__ = ("_transaction",)
+
+    def __init__(self, transaction: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+        self._transaction = transaction
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        """A batch transaction from the backend's pool."""
+        return self._transaction()
+
+
+def lease_name(events_table: str, checkpoint: str) -> str:
+    """A stable lock name for a checkpoint of one event store, at most 64 characters."""
+    digest = hashlib.blake2b(f"{events_table}:{checkpoint}".encode(), digest_size=20)
+    return f"pupsourcing:{digest.hexdigest()}"
+
+
+def lease_key(events_table: str, checkpoint: str) -> int:
+    """A stable signed 64-bit lock key for a checkpoint of one event store."""
+    digest = hashlib.blake2b(f"{events_table}:{checkpoint}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def checkpoint_names(names: list[str], wanted: str) -> list[str]:
+    """The checkpoint rows of projection ``wanted``: its own, or its partitions'."""
+    partition = re.compile(re.escape(wanted) + r"_p\d+")
+    return [name for name in names if name == wanted or partition.fullmatch(name)]

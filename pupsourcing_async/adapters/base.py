@@ -7,19 +7,66 @@ once against these Protocols; each adapter module implements them for its driver
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from .._holes import PendingHole
+from .._signals import Signal, Watch
+from ..log import Logger
 from ..store import EventStore
 
-__all__ = ["Backend", "GapSafeStore"]
+__all__ = ["AdapterStore", "Backend", "CheckpointRow", "Lease", "News"]
 
 
-class GapSafeStore(EventStore[Any], Protocol):
-    """A store that can say which holes in the log its readers are waiting on."""
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """One row of the checkpoints table.
+
+    Attributes:
+        name: The projection (or ``<projection>_p<key>`` partition) name.
+        position: The last global position it processed.
+        updated_at: When it last moved, if the database recorded it.
+    """
+
+    name: str
+    position: int
+    updated_at: datetime | None
+
+
+class AdapterStore(EventStore[Any], Protocol):
+    """The store an adapter supplies: the contract, plus what ``Database`` builds on."""
 
     def pending_holes(self) -> list[PendingHole]:
         """Holes below visible positions not yet proven dead or filled."""
+        ...
+
+    async def list_checkpoints(self, tx: Any) -> list[CheckpointRow]:
+        """Every checkpoint row."""
+        ...
+
+    async def delete_checkpoints(self, tx: Any, names: list[str]) -> int:
+        """Delete the named checkpoint rows; how many there were."""
+        ...
+
+
+class Lease(Protocol):
+    """The right to run one projection partition, held by one worker at a time."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        """A batch transaction, run under the lease (on its connection, where it has one)."""
+        ...
+
+
+class News(Protocol):
+    """Wake-ups for an idle processor: a hint that the log may have grown."""
+
+    def watch(self) -> Watch:
+        """Start watching; take it before reading, so news that comes meanwhile counts."""
+        ...
+
+    async def wait(self, watch: Watch, timeout: float) -> bool:
+        """Wait up to ``timeout`` for news since ``watch``; whether any came."""
         ...
 
 
@@ -37,8 +84,13 @@ class Backend(Protocol):
         ...
 
     @property
-    def store(self) -> GapSafeStore:
+    def store(self) -> AdapterStore:
         """The event store bound to this database's tables."""
+        ...
+
+    @property
+    def progress(self) -> Signal:
+        """Fired after a projection batch commits (for ``Database.wait_for``)."""
         ...
 
     def transaction(self) -> AbstractAsyncContextManager[Any]:
@@ -52,4 +104,22 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Close every connection."""
+        ...
+
+    def lease(
+        self, name: str, *, poll_interval: float, log: Logger
+    ) -> AbstractAsyncContextManager[Lease]:
+        """Hold the lease on checkpoint ``name`` for the block, waiting for it if taken.
+
+        Where the database has session locks the lease lives on a connection of its own
+        and is lost if that connection dies; a batch run under a lost lease fails.
+        """
+        ...
+
+    def news(self) -> AbstractAsyncContextManager[News]:
+        """Subscribe to wake-ups for the block."""
+        ...
+
+    def is_transient(self, err: BaseException) -> bool:
+        """Whether ``err`` is a passing database trouble worth retrying the batch for."""
         ...

@@ -22,31 +22,47 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
+from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote
 
 import aiomysql
 import pymysql.err
 
-from .. import es
+from .. import es, projection
 from .._async import shielded
 from .._holes import HoleTracker, PendingHole
+from .._signals import Signal
 from .._url import DatabaseURL
 from ..errors import InvalidEventError, SchemaError, StoreUnavailableError
-from ..log import get_logger
+from ..log import Logger, get_logger
 from ..migrations import in_flight_table, schema_statements
+from ..projection.config import ProcessorConfig
 from ..store import StoreConfig, default_store_config
 from ._shared import (
+    AppendTracker,
+    LocalNews,
     check_limit,
     check_position,
     check_projection_name,
     check_stream_args,
     conflict_error,
+    lease_name,
+    local_news,
 )
+from .base import CheckpointRow
 
-__all__ = ["Connection", "MysqlBackend", "Store", "StoreConfig", "default_store_config"]
+__all__ = [
+    "SESSION_SETUP",
+    "Connection",
+    "MysqlBackend",
+    "Processor",
+    "Store",
+    "StoreConfig",
+    "default_store_config",
+]
 
 
 class Cursor(Protocol):
@@ -260,6 +276,14 @@ class Store:
         self._get_checkpoint = (
             f"SELECT last_global_position FROM {checkpoints} WHERE projection_name = %s"
         )
+        self._list_checkpoints = (
+            "SELECT projection_name, last_global_position, "
+            "CAST(UNIX_TIMESTAMP(updated_at) * 1000000 AS SIGNED) "
+            f"FROM {checkpoints} ORDER BY projection_name"
+        )
+        self._delete_checkpoints = f"DELETE FROM {checkpoints} WHERE projection_name IN "
+        #: Connections that appended in their open transaction (see AppendTracker).
+        self.appends = AppendTracker()
         self._update_checkpoint = (
             f"INSERT INTO {checkpoints} (projection_name, last_global_position, updated_at) "
             "VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE "
@@ -333,6 +357,7 @@ class Store:
                             raise conflict_error(self._log, expected, first, actual=None) from err
                         continue
                     break
+        self.appends.note(tx)
         stored = [
             es.persisted(event, position, current + offset)
             for offset, (event, position) in enumerate(zip(events, positions, strict=True), 1)
@@ -505,6 +530,27 @@ class Store:
                 rows = await cursor.fetchall()
         return int(rows[0][0]) if rows else 0
 
+    async def list_checkpoints(self, tx: Connection) -> list[CheckpointRow]:
+        """Every checkpoint row, by name."""
+        async with tx.cursor() as cursor:
+            with translated(self._location):
+                await cursor.execute(self._list_checkpoints)
+                rows = await cursor.fetchall()
+        return [
+            CheckpointRow(name, int(position), None if micros is None else _timestamp(micros))
+            for name, position, micros in rows
+        ]
+
+    async def delete_checkpoints(self, tx: Connection, names: list[str]) -> int:
+        """Delete the named checkpoint rows; how many there were."""
+        if not names:
+            return 0
+        async with tx.cursor() as cursor:
+            with translated(self._location):
+                return await cursor.execute(
+                    self._delete_checkpoints + "(" + ", ".join(["%s"] * len(names)) + ")", names
+                )
+
     async def update_checkpoint(self, tx: Connection, projection_name: str, position: int) -> None:
         """Record that ``projection_name`` processed everything up to ``position``."""
         check_projection_name(projection_name)
@@ -538,11 +584,15 @@ class MysqlBackend:
 
     dialect = "mysql"
 
-    def __init__(self, pool: Any, *, store: Store, location: str, owns_pool: bool = True) -> None:
+    def __init__(
+        self, pool: Any, *, store: Store, location: str = "MySQL", owns_pool: bool = True
+    ) -> None:
         self._pool = pool
         self._store = store
         self._location = location
         self._owns_pool = owns_pool
+        self._appended = Signal()
+        self._progress = Signal()
 
     @classmethod
     async def connect(
@@ -603,42 +653,68 @@ class MysqlBackend:
         """The aiomysql pool, for running your own queries."""
         return self._pool
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
+    @property
+    def progress(self) -> Signal:
+        """Fired after a projection batch commits."""
+        return self._progress
+
+    def transaction(self) -> _Transaction:
         """A pooled connection inside a transaction; see ``Database.transaction``.
 
         The transaction begins with the first statement (the connection does not
         autocommit). A connection interrupted mid-query is closed rather than reused:
         its protocol state is unknown, and the server rolls back when it goes.
         """
+        return _Transaction(self)
+
+    def is_transient(self, err: BaseException) -> bool:
+        """Whether ``err`` is a lost connection, a deadlock or a lock wait timeout."""
+        if isinstance(err, StoreUnavailableError) or is_unavailable(err):
+            return True
+        return error_code(err) in _LOCK_ERRORS
+
+    @asynccontextmanager
+    async def lease(self, name: str, *, poll_interval: float, log: Logger) -> AsyncIterator[_Lease]:
+        """Hold ``GET_LOCK`` on checkpoint ``name`` on a connection of its own.
+
+        The lock goes with the connection: if it dies, the server releases the lock, and
+        the batch that notices fails (batches run on this same connection).
+        """
+        lock = lease_name(self._store.config.events_table, name)
         with translated(self._location):
             connection = await self._pool.acquire()
+        released = False
         try:
-            try:
-                yield connection
-            except asyncio.CancelledError:
-                connection.close()
-                raise
-            except Exception as err:
-                if is_unavailable(err) or isinstance(err, StoreUnavailableError):
-                    connection.close()
-                else:
-                    await _rollback_quietly(connection)
-                raise
-            try:
-                await shielded(connection.commit())
-            except Exception as err:
-                connection.close()
-                if is_unavailable(err):
-                    raise StoreUnavailableError(
-                        f"the connection to MySQL at {self._location} failed during COMMIT; "
-                        f"the transaction may or may not have committed: {err}",
-                        location=self._location,
-                    ) from err
+            waiting = False
+            while True:
+                async with connection.cursor() as cursor:
+                    with translated(self._location):
+                        await cursor.execute("SELECT GET_LOCK(%s, 0)", (lock,))
+                        held = (await cursor.fetchall())[0][0] == 1
+                        await connection.commit()
+                if held:
+                    break
+                if not waiting:
+                    log.info("waiting for the lease held by another worker", checkpoint=name)
+                    waiting = True
+                await asyncio.sleep(poll_interval)
+            yield _Lease(self, connection)
+            async with connection.cursor() as cursor:
                 with translated(self._location):
-                    raise
+                    await cursor.execute("SELECT RELEASE_LOCK(%s)", (lock,))
+                    await cursor.fetchall()
+                    await connection.commit()
+            released = True
         finally:
+            if not released:
+                # Closing the connection is what surely releases the lock (and whatever
+                # state an interrupted query left on it).
+                connection.close()
             await shielded(self._pool.release(connection))
+
+    def news(self) -> AbstractAsyncContextManager[LocalNews]:
+        """Wake-ups on appends committed through this database; others are polled for."""
+        return local_news(self._appended)
 
     async def migrate(self) -> None:
         """Create the tables if they do not exist; safe to run concurrently."""
@@ -666,6 +742,87 @@ class MysqlBackend:
         if self._owns_pool:
             self._pool.close()
             await self._pool.wait_closed()
+
+
+class Processor(projection.Processor):
+    """A projection processor on an aiomysql pool you own.
+
+    Args:
+        pool: Your aiomysql pool; its connections must run ``SESSION_SETUP`` when they open
+            (``init_command=SESSION_SETUP``). Each running projection holds one connection.
+        store: The store to read (share one per database).
+        config: How to run.
+    """
+
+    def __init__(self, pool: Any, store: Store, config: ProcessorConfig | None = None) -> None:
+        super().__init__(MysqlBackend(pool, store=store, owns_pool=False), config)
+
+
+class _Lease:
+    __slots__ = ("_backend", "_connection")
+
+    def __init__(self, backend: MysqlBackend, connection: Any) -> None:
+        self._backend = backend
+        self._connection = connection
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self._backend, self._connection)
+
+
+class _Transaction:
+    """``MysqlBackend.transaction()``; with ``connection`` (a lease's) it neither acquires
+    nor releases one."""
+
+    __slots__ = ("_backend", "_connection", "_owned")
+
+    def __init__(self, backend: MysqlBackend, connection: Any = None) -> None:
+        self._backend = backend
+        self._owned = connection is None
+        self._connection = connection
+
+    async def __aenter__(self) -> Any:
+        if self._owned:
+            with translated(self._backend._location):
+                self._connection = await self._backend._pool.acquire()
+        self._backend._store.appends.take(self._connection)
+        return self._connection
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        backend, connection = self._backend, self._connection
+        try:
+            if exc_type is not None:
+                backend._store.appends.take(connection)
+                if (
+                    issubclass(exc_type, asyncio.CancelledError)
+                    or (exc is not None and is_unavailable(exc))
+                    or isinstance(exc, StoreUnavailableError)
+                ):
+                    connection.close()
+                else:
+                    await _rollback_quietly(connection)
+                return
+            try:
+                await shielded(connection.commit())
+            except Exception as err:
+                connection.close()
+                if is_unavailable(err):
+                    raise StoreUnavailableError(
+                        f"the connection to MySQL at {backend._location} failed during "
+                        f"COMMIT; the transaction may or may not have committed: {err}",
+                        location=backend._location,
+                    ) from err
+                with translated(backend._location):
+                    raise
+            if backend._store.appends.take(connection):
+                backend._appended.fire()
+        finally:
+            if self._owned:
+                await shielded(backend._pool.release(connection))
 
 
 async def _rollback_quietly(connection: Any) -> None:

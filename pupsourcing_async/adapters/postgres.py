@@ -6,9 +6,11 @@ own a pool use it directly, everyone else goes through ``pupsourcing_async.conne
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -16,27 +18,39 @@ import asyncpg
 import asyncpg.exceptions as pgerr
 from asyncpg.pool import PoolConnectionProxy
 
-from .. import es
+from .. import es, projection
 from .._async import shielded
 from .._holes import HoleTracker, PendingHole
+from .._signals import Signal, Watch
 from .._url import DatabaseURL
 from ..errors import (
     OptimisticConcurrencyError,
     SchemaError,
     StoreUnavailableError,
 )
-from ..log import get_logger
+from ..log import Logger, get_logger
 from ..migrations import schema_statements
+from ..projection.config import ProcessorConfig
 from ..store import StoreConfig, default_store_config
 from ._shared import (
+    AppendTracker,
     check_limit,
     check_position,
     check_projection_name,
     check_stream_args,
     conflict_error,
+    lease_key,
 )
+from .base import CheckpointRow
 
-__all__ = ["Connection", "PostgresBackend", "Store", "StoreConfig", "default_store_config"]
+__all__ = [
+    "Connection",
+    "PostgresBackend",
+    "Processor",
+    "Store",
+    "StoreConfig",
+    "default_store_config",
+]
 
 #: What the store methods accept as ``tx``: a connection, or a pool's proxy of one.
 Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
@@ -76,7 +90,8 @@ FROM head, unnest($5::uuid[], $6::text[], $7::int4[], $8::bytea[], $9::text[], $
 ON CONFLICT (event_id) DO NOTHING
 RETURNING global_position, aggregate_version
 )
-SELECT head.version, inserted.global_position, inserted.aggregate_version
+SELECT head.version, inserted.global_position, inserted.aggregate_version,
+    (SELECT pg_notify('{channel}', ''))
 FROM head LEFT JOIN inserted ON true
 """
 
@@ -93,7 +108,8 @@ FROM head
 ON CONFLICT (event_id) DO NOTHING
 RETURNING global_position, aggregate_version
 )
-SELECT head.version, inserted.global_position, inserted.aggregate_version
+SELECT head.version, inserted.global_position, inserted.aggregate_version,
+    (SELECT pg_notify('{channel}', ''))
 FROM head LEFT JOIN inserted ON true
 """
 
@@ -141,6 +157,7 @@ class _Statements:
             "events": config.events_table,
             "heads": config.aggregate_heads_table,
             "checkpoints": config.checkpoints_table,
+            "channel": notify_channel(config),
         }
         # [one event, several events] for each kind of expected version.
         self.append_any, self.append_no_stream, self.append_exact = (
@@ -189,6 +206,13 @@ ORDER BY aggregate_version
         self.get_checkpoint = (
             f"SELECT last_global_position FROM {config.checkpoints_table} "
             "WHERE projection_name = $1"
+        )
+        self.list_checkpoints = (
+            "SELECT projection_name, last_global_position, updated_at "
+            f"FROM {config.checkpoints_table} ORDER BY projection_name"
+        )
+        self.delete_checkpoints = (
+            f"DELETE FROM {config.checkpoints_table} WHERE projection_name = ANY($1::text[])"
         )
         self.update_checkpoint = f"""
 INSERT INTO {config.checkpoints_table} (projection_name, last_global_position, updated_at)
@@ -256,6 +280,8 @@ class Store:
         self._holes: HoleTracker[int] = HoleTracker()
         self._location = location
         self._log = get_logger(self._config.logger, "pupsourcing_async.store")
+        #: Connections that appended in their open transaction (see AppendTracker).
+        self.appends = AppendTracker()
 
     @property
     def config(self) -> StoreConfig:
@@ -324,6 +350,7 @@ class Store:
             es.persisted(event, row[1], row[2]) for event, row in zip(events, rows, strict=True)
         ]
         positions = [row[1] for row in rows]
+        self.appends.note(tx)
         self._log.debug(
             "appended events",
             bounded_context=first.bounded_context,
@@ -432,6 +459,18 @@ class Store:
             position: int | None = await tx.fetchval(self._sql.get_checkpoint, projection_name)
         return position or 0
 
+    async def list_checkpoints(self, tx: Connection) -> list[CheckpointRow]:
+        """Every checkpoint row, by name."""
+        with translated(self._location):
+            rows = await tx.fetch(self._sql.list_checkpoints)
+        return [CheckpointRow(row[0], row[1], row[2]) for row in rows]
+
+    async def delete_checkpoints(self, tx: Connection, names: list[str]) -> int:
+        """Delete the named checkpoint rows; how many there were."""
+        with translated(self._location):
+            status = await tx.execute(self._sql.delete_checkpoints, names)
+        return int(status.split()[-1])
+
     async def update_checkpoint(self, tx: Connection, projection_name: str, position: int) -> None:
         """Record that ``projection_name`` processed everything up to ``position``."""
         check_projection_name(projection_name)
@@ -444,6 +483,14 @@ class Store:
 # EXISTS is not safe against itself running concurrently).
 _MIGRATE_LOCK = 0x7075_7073_6D69_6772  # "pupsmigr"
 
+# Troubles that pass: retrying the batch is the answer.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    StoreUnavailableError,
+    pgerr.DeadlockDetectedError,
+    pgerr.SerializationError,
+    pgerr.LockNotAvailableError,
+)
+
 
 def scrub(text: str, url: DatabaseURL) -> str:
     """``text`` with the URL's password, if any, replaced by ``***``."""
@@ -451,11 +498,17 @@ def scrub(text: str, url: DatabaseURL) -> str:
     return text.replace(password, "***") if password else text
 
 
+def notify_channel(config: StoreConfig) -> str:
+    """The channel appends notify and processors listen on."""
+    return f"{config.events_table}_appended"
+
+
 class PostgresBackend:
     """A PostgreSQL database reached through an asyncpg pool.
 
     Args:
-        pool: The pool to take connections from.
+        pool: The pool to take connections from. Each running processor holds one of its
+            connections for its lease, and one more listens for notifications.
         store: The store bound to this database's tables.
         location: Where the database is, for messages.
         owns_pool: Whether :meth:`aclose` closes the pool.
@@ -464,12 +517,20 @@ class PostgresBackend:
     dialect = "postgres"
 
     def __init__(
-        self, pool: asyncpg.Pool[Any], *, store: Store, location: str, owns_pool: bool = True
+        self,
+        pool: asyncpg.Pool[Any],
+        *,
+        store: Store,
+        location: str = "PostgreSQL",
+        owns_pool: bool = True,
     ) -> None:
         self._pool = pool
         self._store = store
         self._location = location
         self._owns_pool = owns_pool
+        self._appended = Signal()
+        self._progress = Signal()
+        self._listener = _Listener(pool, notify_channel(store.config), self._appended)
 
     @classmethod
     async def connect(
@@ -514,6 +575,11 @@ class PostgresBackend:
         """The asyncpg pool, for running your own queries."""
         return self._pool
 
+    @property
+    def progress(self) -> Signal:
+        """Fired after a projection batch commits."""
+        return self._progress
+
     def _unavailable(self, action: str, err: BaseException) -> StoreUnavailableError:
         return StoreUnavailableError(
             f"{action} on PostgreSQL at {self._location} failed: {err}", location=self._location
@@ -536,24 +602,180 @@ class PostgresBackend:
         if self._owns_pool:
             await self._pool.close()
 
+    def is_transient(self, err: BaseException) -> bool:
+        """Whether ``err`` is a lost connection, a deadlock or a serialization failure."""
+        return isinstance(err, _TRANSIENT) or is_unavailable(err)
+
+    @asynccontextmanager
+    async def lease(self, name: str, *, poll_interval: float, log: Logger) -> AsyncIterator[_Lease]:
+        """Hold a session advisory lock on checkpoint ``name`` on a connection of its own.
+
+        The lock goes with the connection: if it dies, the server releases the lock, and
+        the batch that notices fails (batches run on this same connection).
+        """
+        key = lease_key(self._store.config.events_table, name)
+        try:
+            connection = await self._pool.acquire()
+        except Exception as err:
+            if is_unavailable(err):
+                raise self._unavailable("getting a connection for a lease", err) from err
+            raise
+        try:
+            waiting = False
+            while True:
+                with translated(self._location):
+                    # An advisory lock assigns no transaction id, so it never spoils a fence.
+                    if await connection.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                        break
+                if not waiting:
+                    log.info("waiting for the lease held by another worker", checkpoint=name)
+                    waiting = True
+                await asyncio.sleep(poll_interval)
+            yield _Lease(self, connection)
+        finally:
+            # Releasing resets the connection, which unlocks every advisory lock it holds;
+            # asyncpg shields the release from cancellation.
+            await self._pool.release(connection)
+
+    @asynccontextmanager
+    async def news(self) -> AsyncIterator[_News]:
+        """Wake-ups from LISTEN on the store's channel, shared by this backend's processors."""
+        await self._listener.subscribe()
+        try:
+            yield _News(self._listener, self._appended)
+        finally:
+            await shielded(self._listener.unsubscribe())
+
+
+class Processor(projection.Processor):
+    """A projection processor on a pool you own.
+
+    Args:
+        pool: Your asyncpg pool; each running projection holds one connection for its
+            lease, and one more listens for notifications.
+        store: The store to read (share one per database).
+        config: How to run.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool[Any], store: Store, config: ProcessorConfig | None = None
+    ) -> None:
+        super().__init__(PostgresBackend(pool, store=store, owns_pool=False), config)
+
+
+class _Lease:
+    __slots__ = ("_backend", "_connection")
+
+    def __init__(self, backend: PostgresBackend, connection: PoolConnectionProxy[Any]) -> None:
+        self._backend = backend
+        self._connection = connection
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self._backend, self._connection)
+
+
+class _Listener:
+    """One LISTEN connection per backend, shared by its processors, reconnected on demand.
+
+    A notification is only a hint: a lost one costs a processor at most its idle wait.
+    """
+
+    def __init__(self, pool: asyncpg.Pool[Any], channel: str, signal: Signal) -> None:
+        self._pool = pool
+        self._channel = channel
+        self._signal = signal
+        self._users = 0
+        self._connection: PoolConnectionProxy[Any] | None = None
+        self._lock = asyncio.Lock()
+        self._log = get_logger(None, "pupsourcing_async.projection")
+
+    def _notified(self, *_: object) -> None:
+        self._signal.fire()
+
+    async def subscribe(self) -> None:
+        self._users += 1
+        await self.ensure()
+
+    async def unsubscribe(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            async with self._lock:
+                await self._drop()
+
+    async def ensure(self) -> None:
+        """Listen again if the connection died; on failure, processors just poll."""
+        connection = self._connection
+        if self._users == 0 or (connection is not None and not connection.is_closed()):
+            return
+        async with self._lock:
+            if self._connection is not None and not self._connection.is_closed():
+                return
+            await self._drop()
+            try:
+                self._connection = await self._pool.acquire()
+                await self._connection.add_listener(self._channel, self._notified)
+            except Exception as err:
+                self._log.error(
+                    "cannot listen for new events; polling instead",
+                    channel=self._channel,
+                    error=f"{type(err).__name__}: {err}",
+                )
+                await self._drop()
+                return
+            # Anything appended while nobody listened would be missed: look once.
+            self._signal.fire()
+
+    async def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if not connection.is_closed():
+            with contextlib.suppress(Exception):
+                await connection.remove_listener(self._channel, self._notified)
+        await self._pool.release(connection)
+
+
+class _News:
+    __slots__ = ("_listener", "_signal")
+
+    def __init__(self, listener: _Listener, signal: Signal) -> None:
+        self._listener = listener
+        self._signal = signal
+
+    def watch(self) -> Watch:
+        return self._signal.watch()
+
+    async def wait(self, watch: Watch, timeout: float) -> bool:
+        await self._listener.ensure()
+        return await watch.wait(timeout)
+
 
 class _Transaction:
     """``PostgresBackend.transaction()``: a class rather than a generator, as it is on the
-    path of every append and batch."""
+    path of every append and batch. With ``connection`` (a lease's) it neither acquires nor
+    releases one."""
 
-    __slots__ = ("_backend", "_connection", "_transaction")
+    __slots__ = ("_backend", "_connection", "_owned", "_transaction")
 
-    def __init__(self, backend: PostgresBackend) -> None:
+    def __init__(
+        self, backend: PostgresBackend, connection: PoolConnectionProxy[Any] | None = None
+    ) -> None:
         self._backend = backend
+        self._owned = connection is None
+        if connection is not None:
+            self._connection = connection
 
     async def __aenter__(self) -> PoolConnectionProxy[Any]:
         backend = self._backend
-        try:
-            connection = await backend._pool.acquire()
-        except Exception as err:
-            if is_unavailable(err):
-                raise backend._unavailable("getting a connection", err) from err
-            raise
+        if self._owned:
+            try:
+                self._connection = await backend._pool.acquire()
+            except Exception as err:
+                if is_unavailable(err):
+                    raise backend._unavailable("getting a connection", err) from err
+                raise
+        connection = self._connection
+        backend._store.appends.take(connection)
         started = False
         try:
             self._transaction = connection.transaction()
@@ -564,9 +786,8 @@ class _Transaction:
                 raise backend._unavailable("BEGIN", err) from err
             raise
         finally:
-            if not started:
+            if not started and self._owned:
                 await backend._pool.release(connection)
-        self._connection = connection
         return connection
 
     async def __aexit__(
@@ -589,11 +810,15 @@ class _Transaction:
                             location=backend._location,
                         ) from err
                     raise
+                if backend._store.appends.take(self._connection):
+                    backend._appended.fire()
             else:
+                backend._store.appends.take(self._connection)
                 await _rollback_quietly(self._transaction)
         finally:
-            # asyncpg shields the release itself, and rolls back what is left open.
-            await backend._pool.release(self._connection)
+            if self._owned:
+                # asyncpg shields the release itself, and rolls back what is left open.
+                await backend._pool.release(self._connection)
 
 
 async def _rollback_quietly(transaction: Any) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,18 +21,24 @@ import aiosqlite
 from .. import es
 from .._async import shielded
 from .._holes import PendingHole
+from .._signals import Signal
 from .._url import DatabaseURL
 from ..errors import SchemaError, StoreUnavailableError
-from ..log import get_logger
+from ..log import Logger, get_logger
 from ..migrations import schema_statements
 from ..store import StoreConfig, default_store_config
 from ._shared import (
+    AppendTracker,
+    LocalNews,
+    NoLease,
     check_limit,
     check_position,
     check_projection_name,
     check_stream_args,
     conflict_error,
+    local_news,
 )
+from .base import CheckpointRow
 
 __all__ = ["SqliteBackend", "Store", "StoreConfig", "default_store_config"]
 
@@ -182,6 +188,13 @@ class Store:
         self._get_checkpoint = (
             f"SELECT last_global_position FROM {checkpoints} WHERE projection_name = ?"
         )
+        self._list_checkpoints = (
+            "SELECT projection_name, last_global_position, updated_at "
+            f"FROM {checkpoints} ORDER BY projection_name"
+        )
+        self._delete_checkpoint = f"DELETE FROM {checkpoints} WHERE projection_name = ?"
+        #: Connections that appended in their open transaction (see AppendTracker).
+        self.appends = AppendTracker()
         self._update_checkpoint = (
             f"INSERT INTO {checkpoints} (projection_name, last_global_position, updated_at) "
             "VALUES (?, ?, ?) ON CONFLICT (projection_name) DO UPDATE SET "
@@ -255,6 +268,7 @@ class Store:
             es.persisted(event, row[0], row[1]) for event, row in zip(events, rows, strict=True)
         ]
         positions = [row[0] for row in rows]
+        self.appends.note(tx)
         self._log.debug(
             "appended events",
             bounded_context=first.bounded_context,
@@ -362,6 +376,24 @@ class Store:
         position: int = next(iter(rows), (0,))[0]
         return position
 
+    async def list_checkpoints(self, tx: aiosqlite.Connection) -> list[CheckpointRow]:
+        """Every checkpoint row, by name."""
+        with translated(self._location):
+            rows = await tx.execute_fetchall(self._list_checkpoints)
+        return [
+            CheckpointRow(name, position, parse_timestamp(updated) if updated else None)
+            for name, position, updated in rows
+        ]
+
+    async def delete_checkpoints(self, tx: aiosqlite.Connection, names: list[str]) -> int:
+        """Delete the named checkpoint rows; how many there were."""
+        deleted = 0
+        with translated(self._location):
+            for name in names:
+                cursor = await tx.execute(self._delete_checkpoint, (name,))
+                deleted += cursor.rowcount
+        return deleted
+
     async def update_checkpoint(
         self, tx: aiosqlite.Connection, projection_name: str, position: int
     ) -> None:
@@ -443,6 +475,8 @@ class SqliteBackend:
         self._pool = pool
         self._store = store
         self._location = location
+        self._appended = Signal()
+        self._progress = Signal()
 
     @classmethod
     async def connect(
@@ -488,10 +522,33 @@ class SqliteBackend:
         """The event store bound to this database's tables."""
         return self._store
 
+    @property
+    def progress(self) -> Signal:
+        """Fired after a projection batch commits."""
+        return self._progress
+
+    def is_transient(self, err: BaseException) -> bool:
+        """Whether ``err`` is a lock held past the busy timeout or a lost file."""
+        return isinstance(err, StoreUnavailableError) or is_busy(err)
+
+    @asynccontextmanager
+    async def lease(
+        self, name: str, *, poll_interval: float, log: Logger
+    ) -> AsyncIterator[NoLease]:
+        """No lock is held: every batch begins with ``BEGIN IMMEDIATE``, SQLite's one write
+        lock, and reads its checkpoint under it, so workers of one partition take turns
+        and never handle an event twice."""
+        yield NoLease(self.transaction)
+
+    def news(self) -> AbstractAsyncContextManager[LocalNews]:
+        """Wake-ups on appends committed through this database; others are polled for."""
+        return local_news(self._appended)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """A connection inside ``BEGIN IMMEDIATE``; see ``Database.transaction``."""
         connection = await self._pool.acquire()
+        self._store.appends.take(connection)
         discard = False
         try:
             with translated(self._location):
@@ -504,7 +561,10 @@ class SqliteBackend:
                 if finished:
                     with translated(self._location):
                         await shielded(connection.execute("COMMIT"))
+                    if self._store.appends.take(connection):
+                        self._appended.fire()
                 else:
+                    self._store.appends.take(connection)
                     discard = not await _rollback_quietly(connection)
         finally:
             await shielded(self._pool.release(connection, discard=discard))

@@ -1,0 +1,220 @@
+"""The projection processor: one loop for every database.
+
+Each batch is one transaction: read the checkpoint, read the events after it (gap-safe),
+hand those in scope to the projection, write the checkpoint, commit. What differs per
+database — the lease that keeps a second worker out, the wake-ups when new events arrive,
+which errors are worth a retry — comes from the adapter's backend.
+
+A lease lost with its connection makes the next batch fail with a connection error, which
+counts as transient: the worker rolls back, waits, and queues for the lease again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from .. import es
+from ..adapters.base import Backend, Lease, News
+from ..errors import ProjectionError, ProjectionStoppedError
+from ..log import Logger, get_logger
+from .base import Projection
+from .config import ProcessorConfig, RunMode
+
+__all__ = ["Processor"]
+
+
+class _Transient(Exception):
+    """A batch failed on something worth retrying; ``__cause__`` says what."""
+
+
+class Processor:
+    """Runs projections with one configuration against one database.
+
+    Made by ``Database.processor(config)``, or by an adapter's ``Processor(pool, store,
+    config)`` for a pool you own. One processor can run several projections in turn or
+    at once; each ``run`` holds its own lease.
+
+    Args:
+        backend: The database's backend.
+        config: How to run; the defaults when omitted.
+    """
+
+    def __init__(self, backend: Backend, config: ProcessorConfig | None = None) -> None:
+        self._backend = backend
+        self._config = config or ProcessorConfig()
+        self._log: Logger = get_logger(self._config.logger, "pupsourcing_async.projection")
+
+    @property
+    def config(self) -> ProcessorConfig:
+        """How this processor runs."""
+        return self._config
+
+    async def run(self, projection: Projection) -> None:
+        """Process events for ``projection`` until cancelled or, in ``ONE_OFF`` mode,
+        until caught up.
+
+        Cancelling it is a clean stop: the batch in flight rolls back and the lease is
+        released before ``CancelledError`` propagates.
+
+        Raises:
+            ProjectionError: the handler raised; the batch was rolled back. The handler's
+                exception is ``__cause__``.
+            ProjectionStoppedError: passing database troubles outlasted ``max_retries``.
+        """
+        name = _projection_name(projection)
+        checkpoint = self._config.checkpoint_name(name)
+        config = self._config
+        failures = 0
+        async with self._backend.news() as news:
+            while True:
+                try:
+                    async with self._backend.lease(
+                        checkpoint, poll_interval=config.lease_poll_interval, log=self._log
+                    ) as lease:
+                        self._log.info("lease taken", projection=name, checkpoint=checkpoint)
+                        if await self._process(lease, news, projection, name, checkpoint):
+                            return
+                except _Transient as err:
+                    cause = err.__cause__ or err
+                    failures += 1
+                    if not config.retry_transient or (
+                        config.max_retries is not None and failures > config.max_retries
+                    ):
+                        raise ProjectionStoppedError(
+                            f"projection {name} stopped after {failures} failed attempt(s): "
+                            f"{cause}",
+                            projection=name,
+                        ) from cause
+                    delay = min(
+                        config.retry_initial_delay * 2 ** (failures - 1), config.retry_max_delay
+                    )
+                    self._log.error(
+                        "batch failed on a passing database error; retrying",
+                        projection=name,
+                        checkpoint=checkpoint,
+                        attempt=failures,
+                        retry_in=round(delay, 3),
+                        error=f"{type(cause).__name__}: {cause}",
+                    )
+                    await asyncio.sleep(delay)
+                else:
+                    self._log.info("lease released", projection=name, checkpoint=checkpoint)
+
+    async def _process(
+        self, lease: Lease, news: News, projection: Projection, name: str, checkpoint: str
+    ) -> bool:
+        """Run batches under ``lease``; True once caught up in ONE_OFF mode."""
+        config = self._config
+        idle_wait = config.poll_interval
+        await self._ensure_checkpoint(lease, checkpoint)
+        while True:
+            watch = news.watch()
+            handled, caught_up = await self._batch(lease, projection, name, checkpoint)
+            if handled:
+                idle_wait = config.poll_interval
+                continue
+            if not caught_up:
+                # A hole below the head waits for its proof: look again soon.
+                await news.wait(watch, config.poll_interval)
+                continue
+            if config.run_mode is RunMode.ONE_OFF:
+                return True
+            if await news.wait(watch, idle_wait):
+                idle_wait = config.poll_interval
+            else:
+                idle_wait = min(idle_wait * config.poll_backoff_factor, config.max_poll_interval)
+
+    async def _ensure_checkpoint(self, lease: Lease, checkpoint: str) -> None:
+        # Writes the row if missing, so status and wait_for see every running partition.
+        store = self._backend.store
+        try:
+            async with lease.transaction() as tx:
+                await store.update_checkpoint(
+                    tx, checkpoint, await store.get_checkpoint(tx, checkpoint)
+                )
+        except Exception as err:
+            if self._backend.is_transient(err):
+                raise _Transient from err
+            raise
+
+    async def _batch(
+        self, lease: Lease, projection: Projection, name: str, checkpoint: str
+    ) -> tuple[int, bool]:
+        """Run one batch; how many events it read, and whether the log is exhausted."""
+        store = self._backend.store
+        config = self._config
+        try:
+            async with lease.transaction() as tx:
+                position = await store.get_checkpoint(tx, checkpoint)
+                events = await store.read_events(tx, position, config.batch_size)
+                if not events:
+                    pending = any(h.last_position > position for h in store.pending_holes())
+                    return 0, not pending
+                await self._handle_all(tx, projection, name, events)
+                await store.update_checkpoint(tx, checkpoint, events[-1].global_position)
+        except ProjectionError:
+            raise
+        except Exception as err:
+            if self._backend.is_transient(err):
+                raise _Transient from err
+            raise
+        self._backend.progress.fire()
+        self._log.debug(
+            "batch committed",
+            projection=name,
+            checkpoint=checkpoint,
+            events=len(events),
+            position=events[-1].global_position,
+        )
+        return len(events), False
+
+    async def _handle_all(
+        self, tx: Any, projection: Projection, name: str, events: Sequence[es.PersistedEvent]
+    ) -> None:
+        config = self._config
+        types = tuple(getattr(projection, "aggregate_types", ()) or ())
+        contexts = tuple(getattr(projection, "bounded_contexts", ()) or ())
+        partitioned = config.total_partitions > 1
+        should_process = config.partition_strategy.should_process
+        retryable: tuple[type[BaseException], ...] = tuple(
+            getattr(projection, "retryable_errors", ()) or ()
+        )
+        for event in events:
+            if types and event.aggregate_type not in types:
+                continue
+            if contexts and event.bounded_context not in contexts:
+                continue
+            if partitioned and not should_process(
+                event.aggregate_id, config.partition_key, config.total_partitions
+            ):
+                continue
+            try:
+                await projection.handle(tx, event)
+            except Exception as err:
+                if self._backend.is_transient(err) or isinstance(err, retryable):
+                    raise _Transient from err
+                self._log.error(
+                    "projection handler failed",
+                    projection=name,
+                    global_position=event.global_position,
+                    event_type=event.event_type,
+                    error=f"{type(err).__name__}: {err}",
+                )
+                raise ProjectionError(
+                    f"projection {name} failed on event {event.global_position} "
+                    f"({event.event_type}): {type(err).__name__}: {err}",
+                    projection=name,
+                    global_position=event.global_position,
+                    event_type=event.event_type,
+                ) from err
+
+
+def _projection_name(projection: object) -> str:
+    name = getattr(projection, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a projection needs a non-empty str name, got {name!r} on {projection!r}")
+    if not callable(getattr(projection, "handle", None)):
+        raise TypeError(f"a projection needs an async handle(tx, event) method: {projection!r}")
+    return name

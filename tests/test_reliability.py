@@ -1,0 +1,229 @@
+"""Projections under faults, on every backend: workers killed with SIGKILL, writers racing
+the processor, and the database dropping every connection (or restarting) under it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pupsourcing_async
+from pupsourcing_async import Database, es
+from pupsourcing_async.projection import ProcessorConfig, RunMode
+
+from .conftest import RawSQL, ReadModel, Recorder, _Containers, append_many, make_event
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def _checkpoint(db: Database, name: str) -> int:
+    async with db.transaction() as tx:
+        return await db.store.get_checkpoint(tx, name)
+
+
+async def _start_worker(url: str, db: Database, table: str) -> asyncio.subprocess.Process:
+    prefix = db.store.config.events_table.removesuffix("_events")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.projection_worker",
+        "--url",
+        url,
+        "--prefix",
+        prefix,
+        "--table",
+        table,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 30)
+    assert line.strip() == b"ready", line
+    return process
+
+
+async def test_workers_killed_mid_run_lose_and_double_nothing(
+    db: Database, read_model: ReadModel, url: str
+) -> None:
+    stored = await append_many(db, 600, aggregates=7)
+    final = stored[-1].global_position
+    progress: list[int] = []
+    for _ in range(4):
+        worker = await _start_worker(url, db, read_model.table)
+        try:
+            # Kill it at a random moment of its run, mid-batch more often than not.
+            await asyncio.sleep(random.uniform(0.1, 0.3))
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            await worker.wait()
+        position = await _checkpoint(db, "copier")
+        progress.append(position)
+        # Whatever it had committed is in the read model exactly up to its checkpoint.
+        rows = await read_model.rows()
+        assert [p for _, p in rows] == [
+            e.global_position for e in stored if e.global_position <= position
+        ]
+    assert any(0 < position < final for position in progress), progress
+    assert progress == sorted(progress)
+
+    # A fresh worker (here in-process) takes over and finishes the job.
+    finisher = Recorder(read_model, name="copier")
+    await db.processor(ProcessorConfig(run_mode=RunMode.ONE_OFF)).run(finisher)
+    rows = await read_model.rows()
+    assert [event_id for event_id, _ in rows] == [str(e.event_id) for e in stored]
+    assert len({event_id for event_id, _ in rows}) == len(stored)
+
+
+async def test_projecting_while_writers_race_skips_and_doubles_nothing(
+    db: Database, read_model: ReadModel
+) -> None:
+    committed: set[str] = set()
+    rng = random.Random(4)
+
+    async def writer(number: int) -> None:
+        for n in range(25):
+            events = [make_event(f"w{number}-{n % 4}")]
+            if number % 2:
+                events.append(make_event(f"w{number}-{n % 4}"))
+            try:
+                async with db.transaction() as tx:
+                    await db.store.append(tx, es.Any(), events)
+                    await asyncio.sleep(rng.uniform(0.001, 0.006))
+                    if rng.random() < 0.1:
+                        raise LookupError("roll back")
+            except LookupError:
+                continue
+            committed.update(str(e.event_id) for e in events)
+
+    projection = Recorder(read_model, name="racer")
+    config = ProcessorConfig(batch_size=15, poll_interval=0.005, max_poll_interval=0.05)
+    task = asyncio.create_task(db.processor(config).run(projection))
+    try:
+        await asyncio.gather(*(writer(n) for n in range(8)))
+        async with db.transaction() as tx:
+            head = await db.store.latest_global_position(tx)
+        await db.wait_for(head, projections=["racer"], timeout=60)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    rows = await read_model.rows()
+    assert len(rows) == len({event_id for event_id, _ in rows})
+    assert {event_id for event_id, _ in rows} == committed
+    assert [p for _, p in rows] == sorted(p for _, p in rows)
+
+
+async def _kill_every_other_session(db: Database, url: str) -> int:
+    """Kill every session of this database but the killer's own, as a restart would."""
+    async with pupsourcing_async.connect(url, max_size=1) as admin, admin.transaction() as tx:
+        raw = RawSQL(db.dialect)
+        if db.dialect == "postgres":
+            rows = await raw.fetch(
+                tx,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'",
+            )
+            return len(rows)
+        rows = await raw.fetch(
+            tx,
+            "SELECT id FROM information_schema.processlist "
+            "WHERE db = DATABASE() AND id <> CONNECTION_ID() AND command <> 'Daemon'",
+        )
+        for (session,) in rows:
+            try:
+                await raw.execute(tx, f"KILL {int(session)}")
+            except Exception as err:  # a session that ended meanwhile
+                if "Unknown thread" not in str(err):
+                    raise
+        return len(rows)
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+async def test_a_continuous_processor_survives_losing_every_connection(
+    db: Database, read_model: ReadModel, url: str
+) -> None:
+    projection = Recorder(read_model, name="survivor")
+    config = ProcessorConfig(
+        poll_interval=0.01, max_poll_interval=0.1, retry_initial_delay=0.05, retry_max_delay=0.5
+    )
+    task = asyncio.create_task(db.processor(config).run(projection))
+    try:
+        first = await append_many(db, 5)
+        await db.wait_for(first[-1].global_position, projections=["survivor"], timeout=20)
+        assert await _kill_every_other_session(db, url) >= 1
+        await asyncio.sleep(0.2)
+        second = await _append_retrying(db, 5)
+        await db.wait_for(second[-1].global_position, projections=["survivor"], timeout=30)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert [p for _, p in await read_model.rows()] == [e.global_position for e in first + second]
+
+
+async def _append_retrying(db: Database, count: int) -> list[es.PersistedEvent]:
+    """Append while the database comes back: a call on a dead pooled connection may fail."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:
+        try:
+            return await append_many(db, count)
+        except pupsourcing_async.StoreUnavailableError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def _restart_command(dialect: str) -> list[list[str]] | None:
+    if dialect == "postgres" and shutil.which("pg_ctlcluster") and Path("/etc/postgresql").is_dir():
+        version = sorted(os.listdir("/etc/postgresql"))[-1]
+        return [["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]]
+    if dialect == "mysql" and Path("/usr/sbin/mariadbd").exists() and shutil.which("mariadb-admin"):
+        return [
+            ["mariadb-admin", "-h", "127.0.0.1", "-uroot", "shutdown"],
+            [
+                "start-stop-daemon",
+                "--start",
+                "--oknodo",
+                "--background",
+                "--exec",
+                "/usr/sbin/mariadbd",
+            ],
+        ]
+    return None
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+async def test_a_continuous_processor_resumes_after_a_server_restart(
+    db: Database, read_model: ReadModel, url: str, containers: _Containers
+) -> None:
+    if os.environ.get("PUPSOURCING_TEST_RESTART_SERVERS") != "1":
+        pytest.skip("restarts the database server: set PUPSOURCING_TEST_RESTART_SERVERS=1")
+    commands = _restart_command(db.dialect)
+    if commands is None:
+        pytest.skip(f"no way to restart the {db.dialect} server on this machine")
+    projection = Recorder(read_model, name="restarted")
+    config = ProcessorConfig(
+        poll_interval=0.01, max_poll_interval=0.2, retry_initial_delay=0.1, retry_max_delay=1.0
+    )
+    task = asyncio.create_task(db.processor(config).run(projection))
+    try:
+        first = await append_many(db, 5)
+        await db.wait_for(first[-1].global_position, projections=["restarted"], timeout=20)
+        for command in commands:
+            await asyncio.to_thread(subprocess.run, command, check=True, timeout=120)
+        second = await _append_retrying(db, 5)
+        await db.wait_for(second[-1].global_position, projections=["restarted"], timeout=60)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert [p for _, p in await read_model.rows()] == [e.global_position for e in first + second]
