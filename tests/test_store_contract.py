@@ -565,3 +565,11 @@ async def test_duplicate_of_an_event_still_in_flight_is_rejected_once_it_commits
         ("a", 1),
         ("b", 1),
     ]
+
+
+async def test_distinct_event_types_and_versions(db: Database) -> None:
+    await append(db, es.NoStream(), [make_event(event_type="B"), make_event(event_type="A")])
+    await append(db, es.Any(), [make_event(event_type="A", event_version=2)])
+    await append(db, es.Any(), [make_event(event_type="A")])
+    async with db.transaction() as tx:
+        assert await db.store.event_types(tx) == [("A", 1), ("A", 2), ("B", 1)]

@@ -49,6 +49,10 @@ class AdapterStore(EventStore[Any], Protocol):
         """Delete the named checkpoint rows; how many there were."""
         ...
 
+    async def event_types(self, tx: Any) -> list[tuple[str, int]]:
+        """Every distinct ``(event_type, event_version)`` pair stored, sorted."""
+        ...
+
 
 class Lease(Protocol):
     """The right to run one projection partition, held by one worker at a time."""

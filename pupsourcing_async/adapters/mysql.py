@@ -276,6 +276,10 @@ class Store:
         self._get_checkpoint = (
             f"SELECT last_global_position FROM {checkpoints} WHERE projection_name = %s"
         )
+        self._event_types = (
+            f"SELECT DISTINCT event_type, event_version FROM {events} "
+            "ORDER BY event_type, event_version"
+        )
         self._list_checkpoints = (
             "SELECT projection_name, last_global_position, "
             "CAST(UNIX_TIMESTAMP(updated_at) * 1000000 AS SIGNED) "
@@ -540,6 +544,14 @@ class Store:
             CheckpointRow(name, int(position), None if micros is None else _timestamp(micros))
             for name, position, micros in rows
         ]
+
+    async def event_types(self, tx: Connection) -> list[tuple[str, int]]:
+        """Every distinct ``(event_type, event_version)`` pair stored, sorted."""
+        async with tx.cursor() as cursor:
+            with translated(self._location):
+                await cursor.execute(self._event_types)
+                rows = await cursor.fetchall()
+        return [(row[0], int(row[1])) for row in rows]
 
     async def delete_checkpoints(self, tx: Connection, names: list[str]) -> int:
         """Delete the named checkpoint rows; how many there were."""

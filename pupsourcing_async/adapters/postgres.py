@@ -207,6 +207,10 @@ ORDER BY aggregate_version
             f"SELECT last_global_position FROM {config.checkpoints_table} "
             "WHERE projection_name = $1"
         )
+        self.event_types = (
+            f"SELECT DISTINCT event_type, event_version FROM {config.events_table} "
+            "ORDER BY event_type, event_version"
+        )
         self.list_checkpoints = (
             "SELECT projection_name, last_global_position, updated_at "
             f"FROM {config.checkpoints_table} ORDER BY projection_name"
@@ -464,6 +468,12 @@ class Store:
         with translated(self._location):
             rows = await tx.fetch(self._sql.list_checkpoints)
         return [CheckpointRow(row[0], row[1], row[2]) for row in rows]
+
+    async def event_types(self, tx: Connection) -> list[tuple[str, int]]:
+        """Every distinct ``(event_type, event_version)`` pair stored, sorted."""
+        with translated(self._location):
+            rows = await tx.fetch(self._sql.event_types)
+        return [(row[0], row[1]) for row in rows]
 
     async def delete_checkpoints(self, tx: Connection, names: list[str]) -> int:
         """Delete the named checkpoint rows; how many there were."""

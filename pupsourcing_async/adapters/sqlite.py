@@ -188,6 +188,10 @@ class Store:
         self._get_checkpoint = (
             f"SELECT last_global_position FROM {checkpoints} WHERE projection_name = ?"
         )
+        self._event_types = (
+            f"SELECT DISTINCT event_type, event_version FROM {events} "
+            "ORDER BY event_type, event_version"
+        )
         self._list_checkpoints = (
             "SELECT projection_name, last_global_position, updated_at "
             f"FROM {checkpoints} ORDER BY projection_name"
@@ -384,6 +388,12 @@ class Store:
             CheckpointRow(name, position, parse_timestamp(updated) if updated else None)
             for name, position, updated in rows
         ]
+
+    async def event_types(self, tx: aiosqlite.Connection) -> list[tuple[str, int]]:
+        """Every distinct ``(event_type, event_version)`` pair stored, sorted."""
+        with translated(self._location):
+            rows = await tx.execute_fetchall(self._event_types)
+        return [(row[0], row[1]) for row in rows]
 
     async def delete_checkpoints(self, tx: aiosqlite.Connection, names: list[str]) -> int:
         """Delete the named checkpoint rows; how many there were."""
