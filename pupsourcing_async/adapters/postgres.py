@@ -714,11 +714,10 @@ class _Listener:
 
     async def ensure(self) -> None:
         """Listen again if the connection died; on failure, processors just poll."""
-        connection = self._connection
-        if self._users == 0 or (connection is not None and not connection.is_closed()):
+        if self._users == 0 or _alive(self._connection):
             return
         async with self._lock:
-            if self._connection is not None and not self._connection.is_closed():
+            if _alive(self._connection):
                 return
             await self._drop()
             try:
@@ -739,10 +738,22 @@ class _Listener:
         connection, self._connection = self._connection, None
         if connection is None:
             return
-        if not connection.is_closed():
+        if _alive(connection):
             with contextlib.suppress(Exception):
                 await connection.remove_listener(self._channel, self._notified)
-        await self._pool.release(connection)
+        with contextlib.suppress(Exception):
+            await self._pool.release(connection)
+
+
+def _alive(connection: PoolConnectionProxy[Any] | None) -> bool:
+    """Whether a pooled connection is still usable; the pool takes back one the server
+    closed, after which its proxy refuses even ``is_closed()``."""
+    if connection is None:
+        return False
+    try:
+        return not connection.is_closed()
+    except asyncpg.InterfaceError:
+        return False
 
 
 class _News:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 import aiosqlite
@@ -226,13 +227,17 @@ class Store:
         with translated(self._location):
             if tx.in_transaction:
                 return await self._append(tx, expected, required, events)
-            await tx.execute("BEGIN IMMEDIATE")
             finished = False
             try:
+                await tx.execute("BEGIN IMMEDIATE")
                 result = await self._append(tx, expected, required, events)
                 finished = True
             finally:
-                await shielded(tx.execute("COMMIT" if finished else "ROLLBACK"))
+                if finished:
+                    await shielded(tx.execute("COMMIT"))
+                else:
+                    # Queued behind a BEGIN that a cancellation may have left pending.
+                    await _rollback_quietly(tx)
             return result
 
     async def _append(
@@ -554,30 +559,9 @@ class SqliteBackend:
         """Wake-ups on appends committed through this database; others are polled for."""
         return local_news(self._appended)
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    def transaction(self) -> _Transaction:
         """A connection inside ``BEGIN IMMEDIATE``; see ``Database.transaction``."""
-        connection = await self._pool.acquire()
-        self._store.appends.take(connection)
-        discard = False
-        try:
-            with translated(self._location):
-                await connection.execute("BEGIN IMMEDIATE")
-            finished = False
-            try:
-                yield connection
-                finished = True
-            finally:
-                if finished:
-                    with translated(self._location):
-                        await shielded(connection.execute("COMMIT"))
-                    if self._store.appends.take(connection):
-                        self._appended.fire()
-                else:
-                    self._store.appends.take(connection)
-                    discard = not await _rollback_quietly(connection)
-        finally:
-            await shielded(self._pool.release(connection, discard=discard))
+        return _Transaction(self)
 
     async def migrate(self) -> None:
         """Create the tables and indexes if they do not exist."""
@@ -595,12 +579,69 @@ def _probe(path: str) -> None:
     sqlite3.connect(path).close()
 
 
+class _Transaction:
+    """``SqliteBackend.transaction()``.
+
+    aiosqlite runs a connection's statements one after another on its own thread, and a
+    cancelled await does not stop a statement already queued there. So whenever a block
+    does not end in COMMIT, a ROLLBACK is queued behind whatever is still pending (a BEGIN
+    included) before the connection goes back to the pool.
+    """
+
+    __slots__ = ("_backend", "_connection")
+
+    def __init__(self, backend: SqliteBackend) -> None:
+        self._backend = backend
+
+    async def __aenter__(self) -> aiosqlite.Connection:
+        backend = self._backend
+        connection = await backend._pool.acquire()
+        backend._store.appends.take(connection)
+        began = False
+        try:
+            with translated(backend._location):
+                await connection.execute("BEGIN IMMEDIATE")
+            began = True
+        finally:
+            if not began:
+                settled = await _rollback_quietly(connection)
+                await shielded(backend._pool.release(connection, discard=not settled))
+        self._connection = connection
+        return connection
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        backend, connection = self._backend, self._connection
+        settled = True
+        try:
+            if exc_type is None:
+                committed = False
+                try:
+                    with translated(backend._location):
+                        await shielded(connection.execute("COMMIT"))
+                    committed = True
+                finally:
+                    if not committed:
+                        settled = await _rollback_quietly(connection)
+                if backend._store.appends.take(connection):
+                    backend._appended.fire()
+            else:
+                backend._store.appends.take(connection)
+                settled = await _rollback_quietly(connection)
+        finally:
+            await shielded(backend._pool.release(connection, discard=not settled))
+
+
 async def _rollback_quietly(connection: aiosqlite.Connection) -> bool:
-    """Roll back; whether the connection is still fit for reuse."""
-    if not connection.in_transaction:
-        return True
+    """Roll back whatever is open; whether the connection is fit for reuse."""
     try:
         await shielded(connection.execute("ROLLBACK"))
+    except sqlite3.OperationalError as err:
+        return "no transaction is active" in str(err)
     except (sqlite3.Error, ValueError):
         get_logger(None, "pupsourcing_async.database").debug("rollback failed")
         return False
