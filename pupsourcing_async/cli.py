@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from .errors import PupsourcingError
+from .eventmap.cli import register as register_eventmap
 
 __all__ = ["main"]
 
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the SQLite file to use (default: %(default)s)",
     )
     demo.set_defaults(handler=_demo)
+    register_eventmap(commands)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The shop's domain: order events and the order aggregate."""

@@ -1,0 +1,1 @@
+"""Input packages and golden output for the event-mapping generator tests."""
