@@ -9,11 +9,13 @@ know them keep working.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 from .store import StoreConfig
 
-__all__ = ["Dialect", "schema_statements", "schema_sql"]
+__all__ = ["Dialect", "schema_sql", "schema_statements", "write_migration"]
 
 Dialect = Literal["postgres", "sqlite", "mysql"]
 DIALECTS: tuple[Dialect, ...] = ("postgres", "sqlite", "mysql")
@@ -175,3 +177,42 @@ def schema_statements(dialect: Dialect, config: StoreConfig | None = None) -> li
 def schema_sql(dialect: Dialect, config: StoreConfig | None = None) -> str:
     """The schema for ``dialect`` as one SQL script."""
     return "".join(f"{statement};\n\n" for statement in schema_statements(dialect, config))
+
+
+def write_migration(
+    dialect: Dialect,
+    output_dir: str | Path,
+    *,
+    filename: str | None = None,
+    config: StoreConfig | None = None,
+) -> Path:
+    """Write the schema for ``dialect`` as one SQL migration file, for your migration tool.
+
+    The default file name is ``<UTC timestamp>_init_event_sourcing.sql``, as the Go library's
+    ``migrate-gen`` writes it. The directory is created if needed; an existing file is never
+    overwritten.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileExistsError: the file exists already.
+    """
+    config = config or StoreConfig()
+    statements = schema_statements(dialect, config)
+    now = datetime.now(UTC)
+    name = filename or f"{now:%Y%m%d%H%M%S}_init_event_sourcing.sql"
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"filename must be a plain file name, got {name!r}")
+    directory = Path(output_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    header = (
+        f"-- Event store schema for {dialect}, written by pupsourcing-async migrate-gen\n"
+        f"-- at {now:%Y-%m-%dT%H:%M:%SZ}. Tables: {config.events_table}, "
+        f"{config.aggregate_heads_table}, {config.checkpoints_table}.\n"
+        "-- Idempotent: every statement is CREATE ... IF NOT EXISTS.\n\n"
+    )
+    with path.open("x", encoding="utf-8") as file:
+        file.write(header + "".join(f"{statement};\n\n" for statement in statements))
+    return path

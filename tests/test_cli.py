@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import re
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import pupsourcing_async
+from pupsourcing_async import es
 from pupsourcing_async.cli import main
+
+from .conftest import make_event
 
 
 def test_demo_runs_fresh_then_continues(
@@ -61,5 +74,226 @@ def test_help_lists_the_demo() -> None:
         text=True,
         check=True,
     )
-    assert "bank-account" in result.stdout or "account" in result.stdout
-    assert "example:" in result.stdout
+    assert "account" in result.stdout
+    assert "examples:" in result.stdout
+
+
+# --- migrate-gen, migrate, events, projections ---------------------------------------------
+
+
+def _run(
+    *args: str, env: dict[str, str] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pupsourcing_async.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("adapter", ["postgres", "mysql", "sqlite"])
+def test_migrate_gen_writes_one_timestamped_file(tmp_path: Path, adapter: str) -> None:
+    result = _run("migrate-gen", "--adapter", adapter, "--output", str(tmp_path / "m"))
+    assert result.returncode == 0, result.stderr
+    [written] = list((tmp_path / "m").iterdir())
+    assert re.fullmatch(r"\d{14}_init_event_sourcing\.sql", written.name)
+    sql = written.read_text()
+    assert "CREATE TABLE IF NOT EXISTS events" in sql
+    assert "CREATE TABLE IF NOT EXISTS aggregate_heads" in sql
+    assert "CREATE TABLE IF NOT EXISTS projection_checkpoints" in sql
+
+
+def test_migrate_gen_names_and_table_options(tmp_path: Path) -> None:
+    result = _run(
+        "migrate-gen",
+        "--adapter",
+        "postgres",
+        "--output",
+        str(tmp_path),
+        "--filename",
+        "001_events.sql",
+        "--events-table",
+        "billing_events",
+        "--aggregate-heads-table",
+        "billing_heads",
+        "--checkpoints-table",
+        "billing_checkpoints",
+    )
+    assert result.returncode == 0, result.stderr
+    sql = (tmp_path / "001_events.sql").read_text()
+    assert "CREATE TABLE IF NOT EXISTS billing_events" in sql
+    assert "billing_heads" in sql
+    assert "billing_checkpoints" in sql
+    again = _run(
+        "migrate-gen",
+        "--adapter",
+        "postgres",
+        "--output",
+        str(tmp_path),
+        "--filename",
+        "001_events.sql",
+    )
+    assert again.returncode == 1
+    assert again.stderr.count("\n") == 1
+
+
+def test_generated_migration_creates_a_working_store(tmp_path: Path) -> None:
+    assert _run("migrate-gen", "--adapter", "sqlite", "--output", str(tmp_path)).returncode == 0
+    [written] = list(tmp_path.glob("*.sql"))
+    database = tmp_path / "app.db"
+    with sqlite3.connect(database) as connection:
+        connection.executescript(written.read_text())
+    url = f"sqlite:///{database}"
+
+    async def use() -> int:
+        async with pupsourcing_async.connect(url) as db, db.transaction() as tx:
+            await db.store.append(tx, es.NoStream(), [make_event()])
+            return await db.store.latest_global_position(tx)
+
+    assert asyncio.run(use()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["migrate-gen", "--adapter", "oracle", "--output", "x"], "invalid choice"),
+        (
+            ["migrate-gen", "--adapter", "sqlite", "--output", "x", "--events-table", "a-b"],
+            "events-table",
+        ),
+        (["events", "--url", "sqlite:///x.db", "--limit", "-3"], "0 or more"),
+        (["migrate"], "no database URL"),
+        (["migrate", "--url", "redis://localhost"], "unsupported database URL scheme"),
+        (["projections"], "ACTION"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(args: list[str], message: str) -> None:
+    result = _run(*args, env={"PUPSOURCING_URL": ""})
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_password_in_a_url_is_never_printed() -> None:
+    result = _run("migrate", env={"PUPSOURCING_URL": "postgresql://app:hunter2@127.0.0.1:9/db"})
+    assert result.returncode == 1
+    assert "127.0.0.1:9" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.fixture
+def demo_db(tmp_path: Path) -> str:
+    assert main(["demo", "--file", str(tmp_path / "demo.db")]) == 0
+    return f"sqlite:///{tmp_path / 'demo.db'}"
+
+
+def test_migrate_and_events(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert main(["migrate", "--url", url]) == 0
+    assert "migrated sqlite database" in capsys.readouterr().out
+    assert main(["migrate", "--url", url]) == 0  # idempotent
+    assert main(["events", "--url", url]) == 0
+    assert capsys.readouterr().out.endswith("s\n")  # only the migrate line before
+    assert main(["events", "--url", url]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_events_lines_json_from_and_limit(demo_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["events", "--url", demo_db]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 7
+    assert lines[0].split()[0] == "1"
+    assert "Banking/Account/acc-alice v1  AccountOpened" in lines[0]
+    assert '{"owner": "Alice"}' in lines[0]
+
+    assert main(["events", "--url", demo_db, "--from", "3", "--limit", "2", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["global_position"] for r in records] == [3, 4]
+    assert records[0]["event_type"] == "MoneyWithdrawn"
+    assert json.loads(records[0]["payload"]) == {"amount": 20000}
+    assert uuid.UUID(records[0]["event_id"])
+
+
+def test_events_follow_tails_new_events_until_interrupted(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tail.db'}"
+    assert main(["migrate", "--url", url]) == 0
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "pupsourcing_async.cli", "events", "--url", url, "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)
+
+        async def append_two() -> None:
+            async with pupsourcing_async.connect(url) as db:
+                for _ in range(2):
+                    async with db.transaction() as tx:
+                        await db.store.append(tx, es.Any(), [make_event()])
+
+        asyncio.run(append_two())
+        assert follower.stdout is not None
+        first = follower.stdout.readline()
+        second = follower.stdout.readline()
+        assert "MoneyDeposited" in first
+        assert "MoneyDeposited" in second
+    finally:
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=20)
+    assert follower.returncode == 0, err
+
+
+def test_projections_status_and_reset(
+    demo_db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    capsys.readouterr()
+    assert main(["projections", "status", "--url", demo_db]) == 0
+    out = capsys.readouterr().out
+    assert "head position: 7" in out
+    assert re.search(r"account_balances\s+7\s+0\s+\d{4}-", out)
+
+    # Not on a terminal: refuse without --yes.
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    assert main(["projections", "reset", "account_balances", "--url", demo_db]) == 2
+    assert "--yes" in capsys.readouterr().err
+
+    # On a terminal: ask, and respect a no.
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert main(["projections", "reset", "account_balances", "--url", demo_db]) == 1
+    assert "not reset" in capsys.readouterr().out
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    assert main(["projections", "reset", "account_balances", "--url", demo_db]) == 0
+    assert "removed 1 checkpoint" in capsys.readouterr().out
+
+    assert main(["projections", "status", "--url", demo_db]) == 0
+    assert "no projection has a checkpoint" in capsys.readouterr().out
+    assert main(["projections", "reset", "account_balances", "--url", demo_db, "--yes"]) == 0
+    assert "nothing to reset" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["demo"],
+        ["migrate-gen"],
+        ["migrate"],
+        ["events"],
+        ["projections"],
+        ["projections", "status"],
+        ["projections", "reset"],
+        ["eventmap-gen"],
+        ["eventmap-check"],
+    ],
+)
+def test_every_subcommand_has_help_with_examples(command: list[str]) -> None:
+    result = _run(*command, "--help")
+    assert result.returncode == 0
+    assert "example" in result.stdout
