@@ -1,0 +1,310 @@
+"""What every database's benchmark shares: sizes, events, the two sides and the results.
+
+Both sides of a comparison implement :class:`StoreSide`, so a workload is written once
+and runs unchanged on the library (:class:`LibrarySide`, the same code on every database)
+and on each database's hand-written raw driver code (``bench.postgres``, ``bench.sqlite``,
+``bench.mysql``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeAlias
+
+from pupsourcing_async import Database, StoreConfig, es
+
+__all__ = [
+    "AGGREGATE_TYPE",
+    "BOUNDED_CONTEXT",
+    "EVENT_TYPE",
+    "FULL",
+    "METADATA",
+    "PAYLOAD_SIZE",
+    "QUICK",
+    "SIDES",
+    "LibrarySide",
+    "RawConflictError",
+    "Side",
+    "Sizes",
+    "StoreSide",
+    "Target",
+    "WorkloadResult",
+    "cleanup",
+    "expected_version",
+    "make_events",
+    "payload",
+    "side_configs",
+]
+
+Side: TypeAlias = Literal["library", "raw"]
+SIDES: tuple[Side, Side] = ("library", "raw")
+
+BOUNDED_CONTEXT = "Bench"
+AGGREGATE_TYPE = "Account"
+EVENT_TYPE = "MoneyDeposited"
+METADATA = b'{"source":"store_bench","user_id":"u-42"}'
+PAYLOAD_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work one timed round does.
+
+    Attributes:
+        writers: Concurrent writers of the W1 multi-writer row; also the pool size (or
+            number of SQLite connections) of both sides on every database.
+        w1_events_one: Events the single W1 writer appends, one per transaction.
+        w1_events_each: Events each of the ``writers`` W1 writers appends.
+        w2_batches: The W2 batch sizes, one table row each.
+        w2_events: Events one W2 round appends (in batches of each size).
+        w3_events: Events in the log that W3 reads.
+        w3_page: Events per W3 read.
+        w5_events: Events of the aggregate that W5 rehydrates.
+        w5_reads: Rehydrations per W5 round.
+    """
+
+    writers: int = 8
+    w1_events_one: int = 1000
+    w1_events_each: int = 500
+    w2_batches: tuple[int, ...] = (10, 100, 1000)
+    w2_events: int = 10_000
+    w3_events: int = 20_000
+    w3_page: int = 1000
+    w5_events: int = 10_000
+    w5_reads: int = 3
+
+    def warmup(self) -> Sizes:
+        """The sizes of the untimed warm-up round (read workloads read all their data)."""
+        return Sizes(
+            writers=self.writers,
+            w1_events_one=min(self.w1_events_one, 20),
+            w1_events_each=min(self.w1_events_each, 10),
+            w2_batches=self.w2_batches,
+            w2_events=min(self.w2_events, max(self.w2_batches)),
+            w3_events=self.w3_events,
+            w3_page=self.w3_page,
+            w5_events=self.w5_events,
+            w5_reads=1,
+        )
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    w1_events_one=10,
+    w1_events_each=3,
+    w2_events=200,
+    w3_events=2000,
+    w5_events=1000,
+    w5_reads=1,
+)
+
+
+# --------------------------------------------------------------------------------------
+# Events
+
+
+def payload(seq: int) -> bytes:
+    """A JSON payload of about :data:`PAYLOAD_SIZE` bytes (exactly, for realistic ``seq``)."""
+    body = {
+        "account_id": f"acc-{seq % 1_000_000:06d}",
+        "amount_cents": 100 + seq % 100_000,
+        "currency": "EUR",
+        "memo": "",
+        "seq": seq,
+    }
+    pad = PAYLOAD_SIZE - len(json.dumps(body, separators=(",", ":")))
+    body["memo"] = "deposit " + "x" * max(pad - 8, 0)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def make_events(aggregate_id: str, count: int, first_seq: int = 0) -> list[es.Event]:
+    """``count`` events for one aggregate; both sides append these same objects."""
+    return [
+        es.Event(
+            BOUNDED_CONTEXT,
+            AGGREGATE_TYPE,
+            aggregate_id,
+            EVENT_TYPE,
+            payload(first_seq + i),
+            metadata=METADATA,
+            correlation_id=f"corr-{aggregate_id}",
+        )
+        for i in range(count)
+    ]
+
+
+def expected_version(exact: bool, version: int) -> es.ExpectedVersion:
+    """``Exact(version)`` when checking versions, else ``Any()``."""
+    return es.Exact(version) if exact else es.Any()
+
+
+def side_configs(prefix: str) -> dict[Side, StoreConfig]:
+    """The table names of each side, all starting with ``prefix``."""
+    return {
+        side: StoreConfig(
+            events_table=f"{prefix}{side[0]}_events",
+            aggregate_heads_table=f"{prefix}{side[0]}_heads",
+            checkpoints_table=f"{prefix}{side[0]}_checkpoints",
+        )
+        for side in SIDES
+    }
+
+
+async def cleanup(step: Awaitable[object], what: str) -> None:
+    """Await a clean-up ``step``; if it fails, say on stderr that ``what`` was left behind.
+
+    Clean-ups run on the way out of a failed run too, where their own error would hide
+    the one that matters.
+    """
+    try:
+        await step
+    except Exception as err:
+        print(f"warning: could not remove {what}: {err!r}", file=sys.stderr, flush=True)
+
+
+class RawConflictError(RuntimeError):
+    """The raw side's head was not at the version its writer expected."""
+
+
+# --------------------------------------------------------------------------------------
+# The two sides
+
+
+class StoreSide(Protocol):
+    """The operations a workload times; the library and every raw driver implement them.
+
+    Every operation runs its own transactions, on its side's own tables and pool.
+    """
+
+    async def append_singles(self, events: Sequence[es.Event], exact: bool) -> None:
+        """Append ``events`` (one aggregate) one per transaction, in order.
+
+        Args:
+            events: The events, all of one aggregate that starts empty.
+            exact: Check ``Exact(version)`` rather than append with ``Any()``.
+        """
+
+    async def append_batches(self, batches: Sequence[Sequence[es.Event]], exact: bool) -> None:
+        """Append each batch (all of one aggregate) in its own transaction, in order.
+
+        Args:
+            batches: The batches, all of one aggregate that starts empty.
+            exact: Check ``Exact(version)`` rather than append with ``Any()``.
+        """
+
+    async def read_all(self, page: int) -> int:
+        """Read the whole log in position order, ``page`` events per transaction.
+
+        Returns:
+            How many events were read.
+        """
+
+    async def read_stream(
+        self, bounded_context: str, aggregate_type: str, aggregate_id: str
+    ) -> int:
+        """Read one aggregate's events in version order, in one transaction.
+
+        Returns:
+            How many events were read.
+        """
+
+
+class LibrarySide:
+    """The library's side: ``db.transaction()`` and ``db.store``, the same on every database.
+
+    Args:
+        db: The library's database, on this side's tables.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def append_singles(self, events: Sequence[es.Event], exact: bool) -> None:
+        """See :meth:`StoreSide.append_singles`."""
+        db = self.db
+        version = 0
+        for event in events:
+            async with db.transaction() as tx:
+                result = await db.store.append(tx, expected_version(exact, version), [event])
+            version = result.to_version
+
+    async def append_batches(self, batches: Sequence[Sequence[es.Event]], exact: bool) -> None:
+        """See :meth:`StoreSide.append_batches`."""
+        db = self.db
+        version = 0
+        for batch in batches:
+            async with db.transaction() as tx:
+                result = await db.store.append(tx, expected_version(exact, version), batch)
+            version = result.to_version
+
+    async def read_all(self, page: int) -> int:
+        """See :meth:`StoreSide.read_all`; ``read_events`` returns ``PersistedEvent`` objects."""
+        db = self.db
+        position = 0
+        total = 0
+        while True:
+            async with db.transaction() as tx:
+                events = await db.store.read_events(tx, position, page)
+            if not events:
+                return total
+            position = events[-1].global_position
+            total += len(events)
+
+    async def read_stream(
+        self, bounded_context: str, aggregate_type: str, aggregate_id: str
+    ) -> int:
+        """See :meth:`StoreSide.read_stream`; uses ``read_aggregate_stream``."""
+        db = self.db
+        async with db.transaction() as tx:
+            stream = await db.store.read_aggregate_stream(
+                tx, bounded_context, aggregate_type, aggregate_id
+            )
+        return len(stream)
+
+
+class Target(Protocol):
+    """One database, opened for a run: both sides on their own tables, and an admin link.
+
+    Attributes:
+        name: The database's name for the report (``PostgreSQL``, ``SQLite``, ``MariaDB``).
+        facts: Lines about the server and its settings, for the report.
+        sides: The library side and the raw side.
+    """
+
+    name: str
+    facts: list[str]
+    sides: Mapping[Side, StoreSide]
+
+    async def reset(self, side: Side) -> None:
+        """Empty ``side``'s tables (restarting positions) so that each round starts alike."""
+
+    async def count(self, side: Side) -> int:
+        """How many events ``side``'s events table holds."""
+
+
+@dataclass
+class WorkloadResult:
+    """The measurements of one table row.
+
+    Attributes:
+        label: The workload's key and what it does.
+        events_per_round: Events appended or read in one timed round.
+        rates: Events/s of every timed round, per side, in the order they ran.
+    """
+
+    label: str
+    events_per_round: int = 0
+    rates: dict[Side, list[float]] = field(default_factory=lambda: {"library": [], "raw": []})
+
+    def median(self, side: Side) -> float:
+        """The median events/s of ``side``."""
+        return statistics.median(self.rates[side])
+
+    @property
+    def ratio(self) -> float:
+        """Median library events/s divided by median raw events/s."""
+        return self.median("library") / self.median("raw")

@@ -1,0 +1,306 @@
+"""PostgreSQL: the library's store against hand-written asyncpg doing the same SQL work.
+
+The raw side is what a careful hand-written asyncpg event store sends:
+
+- appends, per transaction on a pooled connection: upsert the aggregate's head row
+  (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING aggregate_version``), then ``INSERT``
+  the event ``RETURNING global_position`` (single events) or ``executemany`` the rows
+  (batches; asyncpg's ``executemany`` returns no positions);
+- reads, one transaction per page or stream: ``conn.fetch`` of every event column, with
+  ``global_position > $1 ORDER BY global_position LIMIT $2`` (the log) or the aggregate's
+  key ``ORDER BY aggregate_version`` (a stream); asyncpg records, no conversion.
+
+Both sides have asyncpg pools of the same size, and tables made by the library's own
+migration. Resets ``TRUNCATE ... RESTART IDENTITY`` the side's tables and run
+``CHECKPOINT`` (when the role may), so every append round starts from the same state.
+
+The appends run on tables that start empty, so the server plans (and caches) each
+prepared statement while its tables are small, as in a new deployment or a test suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import TypeAlias
+
+import asyncpg
+
+import pupsourcing_async
+from pupsourcing_async import StoreConfig, es
+
+from .common import (
+    SIDES,
+    LibrarySide,
+    RawConflictError,
+    Side,
+    Sizes,
+    StoreSide,
+    cleanup,
+    side_configs,
+)
+
+__all__ = ["DEFAULT_URL", "PostgresTarget", "RawPostgres", "open_target"]
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
+
+COLUMNS = (
+    "bounded_context, aggregate_type, aggregate_id, aggregate_version, event_id, "
+    "event_type, event_version, payload, trace_id, correlation_id, causation_id, "
+    "metadata, created_at"
+)
+
+
+class RawSQL:
+    """The raw side's statements, for one set of tables.
+
+    Args:
+        config: The tables (same schema as the library's, created by its migration).
+    """
+
+    def __init__(self, config: StoreConfig) -> None:
+        events, heads = config.events_table, config.aggregate_heads_table
+        self.events = events
+        self.heads = heads
+        self.upsert_head = f"""
+INSERT INTO {heads} AS h (bounded_context, aggregate_type, aggregate_id, aggregate_version,
+    updated_at)
+VALUES ($1, $2, $3, $4, now())
+ON CONFLICT (bounded_context, aggregate_type, aggregate_id) DO UPDATE
+    SET aggregate_version = h.aggregate_version + EXCLUDED.aggregate_version,
+        updated_at = EXCLUDED.updated_at
+RETURNING h.aggregate_version"""
+        values = ", ".join(f"${i}" for i in range(1, 14))
+        self.insert_event_returning = (
+            f"INSERT INTO {events} ({COLUMNS}) VALUES ({values}) RETURNING global_position"
+        )
+        self.insert_event = f"INSERT INTO {events} ({COLUMNS}) VALUES ({values})"
+        self.read_page = f"""
+SELECT global_position, {COLUMNS} FROM {events}
+WHERE global_position > $1 ORDER BY global_position LIMIT $2"""
+        self.read_stream = f"""
+SELECT global_position, {COLUMNS} FROM {events}
+WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3
+ORDER BY aggregate_version"""
+
+
+def raw_row(event: es.Event, version: int) -> tuple[object, ...]:
+    """The INSERT arguments of ``event`` at aggregate ``version`` (``COLUMNS`` order)."""
+    return (
+        event.bounded_context,
+        event.aggregate_type,
+        event.aggregate_id,
+        version,
+        event.event_id,
+        event.event_type,
+        event.event_version,
+        event.payload,
+        event.trace_id,
+        event.correlation_id,
+        event.causation_id,
+        None if event.metadata is None else event.metadata.decode(),
+        event.created_at,
+    )
+
+
+class RawPostgres:
+    """The raw side: hand-written asyncpg on its own pool and tables.
+
+    Args:
+        pool: The raw side's pool, the same size as the library's.
+        sql: The statements, on the raw side's tables.
+    """
+
+    def __init__(self, pool: Pool, sql: RawSQL) -> None:
+        self.pool = pool
+        self.sql = sql
+
+    async def append_singles(self, events: Sequence[es.Event], exact: bool) -> None:
+        """Per event, in a transaction: head upsert, then ``INSERT ... RETURNING``."""
+        sql = self.sql
+        version = 0
+        for event in events:
+            async with self.pool.acquire() as conn, conn.transaction():
+                new_version: int = await conn.fetchval(
+                    sql.upsert_head,
+                    event.bounded_context,
+                    event.aggregate_type,
+                    event.aggregate_id,
+                    1,
+                )
+                if exact and new_version != version + 1:
+                    raise RawConflictError(f"expected version {version}, head is {new_version - 1}")
+                # The position comes back, as an event store must return it.
+                await conn.fetchval(sql.insert_event_returning, *raw_row(event, new_version))
+            version = new_version
+
+    async def append_batches(self, batches: Sequence[Sequence[es.Event]], exact: bool) -> None:
+        """Per batch, in a transaction: head upsert, then ``executemany`` of the rows."""
+        sql = self.sql
+        version = 0
+        for batch in batches:
+            first = batch[0]
+            count = len(batch)
+            async with self.pool.acquire() as conn, conn.transaction():
+                head: int = await conn.fetchval(
+                    sql.upsert_head,
+                    first.bounded_context,
+                    first.aggregate_type,
+                    first.aggregate_id,
+                    count,
+                )
+                base = head - count
+                if exact and base != version:
+                    raise RawConflictError(f"expected version {version}, head is {base}")
+                await conn.executemany(
+                    sql.insert_event,
+                    [raw_row(event, base + i) for i, event in enumerate(batch, 1)],
+                )
+            version = head
+
+    async def read_all(self, page: int) -> int:
+        """The whole log, one transaction per page: ``conn.fetch``, records as they come."""
+        position = 0
+        total = 0
+        while True:
+            async with self.pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(self.sql.read_page, position, page)
+            if not rows:
+                return total
+            position = rows[-1][0]
+            total += len(rows)
+
+    async def read_stream(
+        self, bounded_context: str, aggregate_type: str, aggregate_id: str
+    ) -> int:
+        """One aggregate's rows in version order, in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                self.sql.read_stream, bounded_context, aggregate_type, aggregate_id
+            )
+        return len(rows)
+
+
+class PostgresTarget:
+    """PostgreSQL opened for a run; see :class:`bench.common.Target`.
+
+    Args:
+        name: ``PostgreSQL``.
+        facts: The server's version and settings.
+        sides: Both sides.
+        admin: A separate connection for resets and counts.
+        tables: Each side's events and heads tables.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        facts: list[str],
+        sides: Mapping[Side, StoreSide],
+        admin: Conn,
+        tables: Mapping[Side, tuple[str, str]],
+    ) -> None:
+        self.name = name
+        self.facts = facts
+        self.sides = sides
+        self._admin = admin
+        self._tables = tables
+        self._checkpoint = True
+
+    async def reset(self, side: Side) -> None:
+        """Empty ``side``'s tables and flush dirty pages, so that each round starts alike."""
+        events, heads = self._tables[side]
+        await self._admin.execute(f"TRUNCATE {events}, {heads} RESTART IDENTITY")
+        if self._checkpoint:
+            try:
+                await self._admin.execute("CHECKPOINT")
+            except asyncpg.InsufficientPrivilegeError:
+                self._checkpoint = False  # needs superuser or pg_checkpoint; rounds still reset
+
+    async def count(self, side: Side) -> int:
+        """How many events ``side``'s table holds."""
+        value: int = await self._admin.fetchval(f"SELECT count(*) FROM {self._tables[side][0]}")
+        return value
+
+
+def raw_dsn(url: str) -> str:
+    """``url`` in the form asyncpg accepts (without a SQLAlchemy ``+asyncpg`` suffix)."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def server_facts(admin: Conn) -> list[str]:
+    """The server's version and the settings that change write throughput."""
+    server: str = await admin.fetchval("SHOW server_version")
+    settings = []
+    for name in ("fsync", "synchronous_commit", "wal_sync_method", "shared_buffers"):
+        settings.append(f"{name}={await admin.fetchval(f'SHOW {name}')}")
+    return [f"server: PostgreSQL {server} ({', '.join(settings)}), on this machine"]
+
+
+async def drop_tables(url: str, prefix: str) -> list[str]:
+    """Drop every table of the current schema whose name starts with ``prefix``.
+
+    Uses a connection of its own, so that it works whatever state the run left.
+    """
+    admin: Conn = await asyncpg.connect(raw_dsn(url), timeout=10)
+    try:
+        names: list[str] = [
+            row[0]
+            for row in await admin.fetch(
+                "SELECT tablename FROM pg_tables "
+                "WHERE schemaname = current_schema() AND starts_with(tablename, $1)",
+                prefix,
+            )
+        ]
+        for name in names:
+            await admin.execute(f'DROP TABLE IF EXISTS "{name}" CASCADE')
+        return names
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def open_target(url: str, sizes: Sizes, prefix: str) -> AsyncIterator[PostgresTarget]:
+    """Migrate both sides' tables (named ``prefix...``), open both pools, yield the target.
+
+    Every table starting with ``prefix`` is dropped on the way out, also on errors and
+    cancellation (Ctrl-C).
+    """
+    configs = side_configs(prefix)
+    admin: Conn = await asyncpg.connect(raw_dsn(url))  # nothing to drop if this fails
+    try:
+        try:
+            facts = await server_facts(admin)
+            # The raw side's tables come from the library's own migration: the same schema.
+            async with pupsourcing_async.connect(
+                url, store_config=configs["raw"], max_size=1
+            ) as migrator:
+                await migrator.migrate()
+            async with (
+                pupsourcing_async.connect(
+                    url,
+                    store_config=configs["library"],
+                    min_size=sizes.writers,
+                    max_size=sizes.writers,
+                ) as db,
+                asyncpg.create_pool(
+                    raw_dsn(url), min_size=sizes.writers, max_size=sizes.writers
+                ) as pool,
+            ):
+                await db.migrate()
+                sides: dict[Side, StoreSide] = {
+                    "library": LibrarySide(db),
+                    "raw": RawPostgres(pool, RawSQL(configs["raw"])),
+                }
+                tables = {
+                    side: (configs[side].events_table, configs[side].aggregate_heads_table)
+                    for side in SIDES
+                }
+                yield PostgresTarget("PostgreSQL", facts, sides, admin, tables)
+        finally:
+            await admin.close()
+    finally:
+        await cleanup(drop_tables(url, prefix), f"PostgreSQL tables {prefix}*")

@@ -1,0 +1,286 @@
+"""The workloads, and the registry that names them (``--only W1,W5``).
+
+A workload key (``W1``) stands for one or more table rows (:class:`Workload`): W1 has one
+row with a single writer and one with ``Sizes.writers`` writers, W2 one row per batch size.
+A row knows how to prepare its data (read workloads, untimed) and how to build one round;
+a round is a coroutine function that runs against either side (:class:`StoreSide`), so the
+library and the raw driver run exactly the same work.
+
+Adding a workload: write a builder ``(Sizes) -> list[Workload]`` and register it in
+:data:`REGISTRY` under its key. W4 and W6 are registered as planned (no builder yet):
+``--only`` names them, and refuses them with a clear message until they exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from .common import (
+    AGGREGATE_TYPE,
+    BOUNDED_CONTEXT,
+    SIDES,
+    Sizes,
+    StoreSide,
+    Target,
+    make_events,
+)
+
+__all__ = ["REGISTRY", "Round", "RoundFn", "Workload", "WorkloadSpec", "implemented", "select"]
+
+#: One side's run of one round.
+RoundFn = Callable[[StoreSide], Awaitable[None]]
+#: The events one round appends or reads, and its runner.
+Round = tuple[int, RoundFn]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One table row.
+
+    Attributes:
+        key: The registry key it belongs to (``W1``).
+        label: The row's name in the table (``W1 single-event appends, 8 writers``).
+        appends: Whether it writes: tables are reset before each round and counted after.
+        make_round: Builds one round's inputs (untimed) and its runner, given the sizes,
+            a tag that makes the round's aggregate ids unique, and whether appends check
+            ``Exact(n)`` (else ``Any()``).
+        prepare: For read workloads, fills both sides' tables with the same events
+            (untimed, once, before the warm-up).
+    """
+
+    key: str
+    label: str
+    appends: bool
+    make_round: Callable[[Sizes, str, bool], Round]
+    prepare: Callable[[Target, Sizes], Awaitable[None]] | None = None
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """A registry entry.
+
+    Attributes:
+        key: ``W1`` ... ``W6``.
+        summary: What it measures.
+        build: Its rows for given sizes; ``None`` while it is only planned.
+    """
+
+    key: str
+    summary: str
+    build: Callable[[Sizes], list[Workload]] | None
+
+
+# --------------------------------------------------------------------------------------
+# W1: single-event appends
+
+
+def _w1(writers: int | None) -> Callable[[Sizes, str, bool], Round]:
+    """W1 with one writer (``writers=1``) or ``Sizes.writers`` writers (``None``)."""
+
+    def make_round(sizes: Sizes, tag: str, exact: bool) -> Round:
+        if writers == 1:
+            count, streams_count = sizes.w1_events_one, 1
+        else:
+            count, streams_count = sizes.w1_events_each, sizes.writers
+        streams = [make_events(f"w1-{tag}-{writer}", count) for writer in range(streams_count)]
+
+        async def run(side: StoreSide) -> None:
+            await asyncio.gather(*(side.append_singles(s, exact) for s in streams))
+
+        return streams_count * count, run
+
+    return make_round
+
+
+def build_w1(sizes: Sizes) -> list[Workload]:
+    """W1 rows: one writer, and ``sizes.writers`` writers on distinct aggregates."""
+    return [
+        Workload("W1", "W1 single-event appends, 1 writer", True, _w1(1)),
+        Workload("W1", f"W1 single-event appends, {sizes.writers} writers", True, _w1(None)),
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# W2: batch appends
+
+
+def _w2(batch: int) -> Callable[[Sizes, str, bool], Round]:
+    def make_round(sizes: Sizes, tag: str, exact: bool) -> Round:
+        total = max(sizes.w2_events // batch, 1) * batch
+        events = make_events(f"w2-{batch}-{tag}", total)
+        batches = [events[i : i + batch] for i in range(0, total, batch)]
+
+        async def run(side: StoreSide) -> None:
+            await side.append_batches(batches, exact)
+
+        return total, run
+
+    return make_round
+
+
+def build_w2(sizes: Sizes) -> list[Workload]:
+    """W2 rows: one writer appending batches, one row per batch size."""
+    return [
+        Workload("W2", f"W2 appends of {batch} events, 1 writer", True, _w2(batch))
+        for batch in sizes.w2_batches
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# W3: reading the log
+
+_LOAD_BATCH = 100
+
+
+async def _load(target: Target, aggregates: Sequence[tuple[str, int, int]]) -> int:
+    """Reset both sides, then append the same events to each, batch by batch (untimed).
+
+    Args:
+        target: The database.
+        aggregates: ``(aggregate_id, count, first_seq)`` per batch, in append order; an
+            aggregate may appear in several batches (their versions continue).
+
+    Returns:
+        The number of events loaded into each side.
+    """
+    for side_name in SIDES:
+        await target.reset(side_name)
+    total = 0
+    for aggregate_id, count, first_seq in aggregates:
+        batch = make_events(aggregate_id, count, first_seq)
+        for side_name in SIDES:
+            await target.sides[side_name].append_batches([batch], exact=False)
+        total += count
+    for side_name in SIDES:
+        if await target.count(side_name) != total:
+            raise RuntimeError(f"the {side_name} side's log was not loaded completely")
+    return total
+
+
+async def _w3_prepare(target: Target, sizes: Sizes) -> None:
+    batches = -(-sizes.w3_events // _LOAD_BATCH)
+    await _load(
+        target,
+        [
+            (
+                f"w3-{index}",
+                min(_LOAD_BATCH, sizes.w3_events - index * _LOAD_BATCH),
+                index * _LOAD_BATCH,
+            )
+            for index in range(batches)
+        ],
+    )
+
+
+def _w3_round(sizes: Sizes, tag: str, exact: bool) -> Round:
+    del tag, exact
+
+    async def run(side: StoreSide) -> None:
+        total = await side.read_all(sizes.w3_page)
+        if total != sizes.w3_events:
+            raise RuntimeError(f"W3 read {total} events, expected {sizes.w3_events}")
+
+    return sizes.w3_events, run
+
+
+def build_w3(sizes: Sizes) -> list[Workload]:
+    """W3: one reader reading the whole prepared log in pages."""
+    return [
+        Workload(
+            "W3",
+            f"W3 read the log ({sizes.w3_events:,} events), pages of {sizes.w3_page}",
+            False,
+            _w3_round,
+            _w3_prepare,
+        )
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# W5: rehydrating one aggregate
+
+W5_AGGREGATE = "w5-target"
+
+
+async def _w5_prepare(target: Target, sizes: Sizes) -> None:
+    # The aggregate's events are interleaved with as many events of other aggregates, so
+    # its rows are spread over the table as when it grew among others.
+    batches: list[tuple[str, int, int]] = []
+    for index in range(-(-sizes.w5_events // _LOAD_BATCH)):
+        count = min(_LOAD_BATCH, sizes.w5_events - index * _LOAD_BATCH)
+        batches.append((W5_AGGREGATE, count, index * _LOAD_BATCH))
+        batches.append((f"w5-other-{index}", _LOAD_BATCH, index * _LOAD_BATCH))
+    await _load(target, batches)
+
+
+def _w5_round(sizes: Sizes, tag: str, exact: bool) -> Round:
+    del tag, exact
+
+    async def run(side: StoreSide) -> None:
+        for _ in range(sizes.w5_reads):
+            count = await side.read_stream(BOUNDED_CONTEXT, AGGREGATE_TYPE, W5_AGGREGATE)
+            if count != sizes.w5_events:
+                raise RuntimeError(f"W5 read {count} events, expected {sizes.w5_events}")
+
+    return sizes.w5_events * sizes.w5_reads, run
+
+
+def build_w5(sizes: Sizes) -> list[Workload]:
+    """W5: rehydrating one aggregate of ``sizes.w5_events`` events, in version order."""
+    return [
+        Workload(
+            "W5",
+            f"W5 rehydrate one aggregate of {sizes.w5_events:,} events",
+            False,
+            _w5_round,
+            _w5_prepare,
+        )
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# The registry
+
+#: Every workload key, in the order they run. ``build=None``: planned, not implemented.
+REGISTRY: dict[str, WorkloadSpec] = {
+    spec.key: spec
+    for spec in (
+        WorkloadSpec("W1", "single-event appends, 1 and N concurrent writers", build_w1),
+        WorkloadSpec("W2", "batch appends of 10, 100 and 1000 events, 1 writer", build_w2),
+        WorkloadSpec("W3", "reading the whole log in pages", build_w3),
+        # Planned: a projection processor (RunMode.ONE_OFF) catching up over a prepared
+        # log, against a hand-written read-checkpoint/read-events/write-checkpoint loop.
+        WorkloadSpec("W4", "projection catch-up (planned, not implemented yet)", None),
+        WorkloadSpec("W5", "rehydrating one aggregate with read_aggregate_stream", build_w5),
+        # Planned: the latency from an append's commit until a CONTINUOUS projection has
+        # handled it (wake-ups: LISTEN/NOTIFY on PostgreSQL, polling elsewhere).
+        WorkloadSpec("W6", "append-to-handled latency (planned, not implemented yet)", None),
+    )
+}
+
+
+def implemented() -> list[str]:
+    """The keys of the workloads that can run."""
+    return [key for key, spec in REGISTRY.items() if spec.build is not None]
+
+
+def select(keys: Sequence[str], sizes: Sizes) -> list[Workload]:
+    """The rows of the workloads ``keys``, in registry order.
+
+    Raises:
+        ValueError: a key is unknown or only planned.
+    """
+    wanted = {key.upper() for key in keys}
+    for key in sorted(wanted):
+        spec = REGISTRY.get(key)
+        if spec is None:
+            raise ValueError(f"unknown workload {key}; known: {', '.join(REGISTRY)}")
+        if spec.build is None:
+            raise ValueError(f"{key} ({spec.summary}) cannot run yet")
+    rows: list[Workload] = []
+    for key, spec in REGISTRY.items():
+        if key in wanted and spec.build is not None:
+            rows.extend(spec.build(sizes))
+    return rows
