@@ -573,3 +573,24 @@ async def test_distinct_event_types_and_versions(db: Database) -> None:
     await append(db, es.Any(), [make_event(event_type="A")])
     async with db.transaction() as tx:
         assert await db.store.event_types(tx) == [("A", 1), ("A", 2), ("B", 1)]
+
+
+async def test_a_batch_keeps_each_events_own_fields(db: Database) -> None:
+    shared = b'{"tenant": "t-1"}'
+    events = [
+        make_event(event_type="A", metadata=shared, correlation_id="c", trace_id="t1"),
+        make_event(event_type="B", metadata=b'{"n": 2}', correlation_id="c", event_version=2),
+        make_event(event_type="A", metadata=None, correlation_id="c", causation_id="x"),
+    ]
+    result = await append(db, es.NoStream(), events)
+    for stored in (result.events, (await stream(db)).events, await read_all(db)):
+        assert [e.event_type for e in stored] == ["A", "B", "A"]
+        assert [e.event_version for e in stored] == [1, 2, 1]
+        assert [None if e.metadata is None else json.loads(e.metadata) for e in stored] == [
+            {"tenant": "t-1"},
+            {"n": 2},
+            None,
+        ]
+        assert [e.trace_id for e in stored] == ["t1", None, None]
+        assert [e.causation_id for e in stored] == [None, None, "x"]
+        assert {e.correlation_id for e in stored} == {"c"}

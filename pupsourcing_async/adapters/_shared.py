@@ -128,32 +128,41 @@ def conflict_error(
 
 
 class AppendTracker:
-    """Remembers which connections appended in their open transaction.
+    """Which connections run in a transaction the backend manages, and which appended in it.
 
-    A backend's transaction asks at commit, and fires its "appended" signal if so, which
-    wakes processors in the same process at once instead of at their next poll.
-    Connections are known by ``id()``; a connection whose transaction the backend does not
-    manage may leave a stale entry, which costs at most a spurious wake-up.
+    A backend's transaction registers its connection, asks at commit whether it appended,
+    and if so wakes processors (in this process at once; elsewhere by notification).
+    Connections are known by ``id()``; entries live only while their transaction does.
     """
 
-    __slots__ = ("_ids",)
+    __slots__ = ("_appended", "_managed")
 
     def __init__(self) -> None:
-        self._ids: set[int] = set()
+        self._managed: set[int] = set()
+        self._appended: set[int] = set()
 
-    def note(self, tx: object) -> None:
-        """``tx`` appended in its current transaction."""
-        if len(self._ids) > 10_000:
-            self._ids.clear()
-        self._ids.add(id(tx))
+    def begin(self, tx: object) -> None:
+        """A managed transaction starts on ``tx``."""
+        self._managed.add(id(tx))
+        self._appended.discard(id(tx))
 
-    def take(self, tx: object) -> bool:
-        """Whether ``tx`` appended since last asked; forgets it."""
+    def end(self, tx: object) -> bool:
+        """The managed transaction on ``tx`` ended; whether it appended."""
+        self._managed.discard(id(tx))
         try:
-            self._ids.remove(id(tx))
+            self._appended.remove(id(tx))
         except KeyError:
             return False
         return True
+
+    def managed(self, tx: object) -> bool:
+        """Whether ``tx`` runs in a transaction the backend manages."""
+        return id(tx) in self._managed
+
+    def note(self, tx: object) -> None:
+        """``tx`` appended in its current transaction."""
+        if id(tx) in self._managed:
+            self._appended.add(id(tx))
 
 
 class LocalNews:

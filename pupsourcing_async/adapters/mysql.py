@@ -68,6 +68,9 @@ __all__ = [
 class Cursor(Protocol):
     """The part of ``aiomysql.Cursor`` the store uses."""
 
+    rowcount: int
+    lastrowid: int
+
     async def execute(self, query: str, args: Sequence[object] | None = None) -> int: ...
 
     async def fetchall(self) -> Sequence[tuple[Any, ...]]: ...
@@ -98,6 +101,7 @@ _UNAVAILABLE_CODES = frozenset(
 )
 _DUPLICATE_KEY = 1062
 _LOCK_ERRORS = frozenset({1205, 1213, 3572})  # lock wait timeout, deadlock, NOWAIT conflict
+_DEADLOCK = 1213
 _NO_SUCH_TABLE = 1146
 _NO_SUCH_COLUMN = 1054
 _KEY_NAME = re.compile(r"for key '(?:[^'.]*\.)?([^']+)'")
@@ -120,6 +124,10 @@ _INSERT_COLUMNS = (
 )
 _ROW_PLACEHOLDERS = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _KEY = "bounded_context = %s AND aggregate_type = %s AND aggregate_id = %s"
+# A row of a multi-row INSERT: its version is a literal, or counted back from the head's
+# new version, which the head statement leaves in a session variable.
+_ROW_LITERAL = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_ROW_FROM_HEAD = "(%s, %s, %s, @pupsourcing_async_head - %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 def error_code(err: BaseException) -> int | None:
@@ -171,6 +179,22 @@ def translated(location: str) -> Iterator[None]:
         ) from err
 
 
+class _Result:
+    """What one statement of a multi-statement round trip returned."""
+
+    __slots__ = ("lastrowid", "rowcount", "rows")
+
+    def __init__(self, rows: Sequence[Any], rowcount: int, lastrowid: int) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+
+    @classmethod
+    async def read(cls, cursor: Cursor) -> _Result:
+        rows = await cursor.fetchall()
+        return cls(rows, cursor.rowcount, cursor.lastrowid)
+
+
 async def _results(cursor: Cursor, sql: str, args: Sequence[object]) -> list[Sequence[Any]]:
     """Run ``;``-separated statements in one round trip; the rows of each, in order."""
     await cursor.execute(sql, args)
@@ -204,6 +228,25 @@ def _event(row: Sequence[Any]) -> es.PersistedEvent:
         _timestamp(row[13]),
         row[0],
         row[4],
+    )
+
+
+def _row_values(
+    event: es.Event, version: int | None, key: tuple[str, str, str] | None = None
+) -> tuple[object, ...]:
+    """An event's INSERT values: the aggregate key, its version, then its own columns."""
+    return (
+        *(key or (event.bounded_context, event.aggregate_type, event.aggregate_id)),
+        version,
+        event.event_id.bytes,
+        event.event_type,
+        event.event_version,
+        event.payload,
+        event.trace_id,
+        event.correlation_id,
+        event.causation_id,
+        None if event.metadata is None else event.metadata.decode(),
+        _utc(event.created_at),
     )
 
 
@@ -248,21 +291,48 @@ class Store:
             f"DELETE FROM {in_flight} WHERE id = LAST_INSERT_ID(); "
         )
         self._fence = self._register + "SELECT LAST_INSERT_ID()"
-        self._prepare = (
-            self._register + f"SELECT aggregate_version FROM {heads} WHERE {_KEY} FOR UPDATE"
+        insert_head = (
+            f"INSERT INTO {heads} (bounded_context, aggregate_type, aggregate_id, "
+            "aggregate_version, updated_at) VALUES (%s, %s, %s, {version}, %s)"
+        )
+        # Under Any() the head's new version is only known on the server: LAST_INSERT_ID(x)
+        # reports it (the OK packet carries it) and the next statement keeps it for the rows.
+        self._head_any = (
+            insert_head.format(version="LAST_INSERT_ID(%s)")
+            + " ON DUPLICATE KEY UPDATE aggregate_version = "
+            "LAST_INSERT_ID(aggregate_version + VALUES(aggregate_version)), "
+            "updated_at = VALUES(updated_at); SET @pupsourcing_async_head = LAST_INSERT_ID()"
+        )
+        self._head_new = insert_head.format(version="%s")
+        self._head_exact = (
+            f"UPDATE {heads} SET aggregate_version = %s, updated_at = %s "
+            f"WHERE {_KEY} AND aggregate_version = %s"
+        )
+        self._head_version_sql = f"SELECT aggregate_version FROM {heads} WHERE {_KEY}"
+        # Put a head back after its events failed to go in: delete it if this append
+        # created it (its version is the number of events), else step it back.
+        self._undo_head = (
+            f"DELETE FROM {heads} WHERE {_KEY} AND aggregate_version = %s; "
+            f"UPDATE {heads} SET aggregate_version = aggregate_version - %s WHERE {_KEY}"
         )
         self._duplicates = f"SELECT event_id FROM {events} WHERE event_id IN "
         self._insert = f"INSERT INTO {events} ({_INSERT_COLUMNS}) VALUES "
-        self._set_head = (
-            f"INSERT INTO {heads} (bounded_context, aggregate_type, aggregate_id, "
-            "aggregate_version, updated_at) VALUES (%s, %s, %s, %s, %s) "
-            "ON DUPLICATE KEY UPDATE aggregate_version = VALUES(aggregate_version), "
-            "updated_at = VALUES(updated_at)"
+        # One event under Exact(n): inserted only if the head moved from n (the head it
+        # joins must be at n + 1), so a mismatch inserts nothing. A one-row INSERT ... SELECT
+        # reserves exactly one position, so it leaves no gap in the log.
+        self._insert_one_exact = (
+            f"INSERT INTO {events} ({_INSERT_COLUMNS}) "
+            "SELECT h.bounded_context, h.aggregate_type, h.aggregate_id, h.aggregate_version, "
+            "%s, %s, %s, %s, %s, %s, %s, %s, %s "
+            f"FROM {heads} AS h WHERE h.bounded_context = %s AND h.aggregate_type = %s "
+            "AND h.aggregate_id = %s AND h.aggregate_version = %s"
         )
         self._positions = (
             f"SELECT global_position FROM {events} WHERE {_KEY} "
-            "AND aggregate_version BETWEEN %s AND %s ORDER BY aggregate_version"
+            f"AND aggregate_version > (SELECT aggregate_version FROM {heads} WHERE {_KEY}) - %s "
+            "ORDER BY aggregate_version"
         )
+        self._consecutive: bool | None = None
         self._proof = f"SELECT id FROM {in_flight} WHERE id < %s "
         self._read_events = (
             f"SELECT {_EVENT_COLUMNS} FROM {events} WHERE global_position > %s "
@@ -314,56 +384,69 @@ class Store:
     ) -> es.AppendResult:
         """Append ``events`` to one aggregate. See ``EventStore.append``.
 
-        Two round trips: the first registers the append and locks the aggregate's head
-        row; the second inserts the events and moves the head.
+        One round trip (two for several events under ``Exact(n)``): register the append
+        (insert and delete its in-flight row), move the aggregate's head (which locks it and
+        checks the expected version), then insert the events. An expected-version mismatch
+        inserts nothing; an insert that fails puts the head back.
         """
         required = es.validate_append(expected, events)
         _check_timestamps(events)
         first = events[0]
+        count = len(events)
         key = (first.bounded_context, first.aggregate_type, first.aggregate_id)
-        ids = [event.event_id.bytes for event in events]
-        prepare = (
-            self._prepare
-            + "; "
-            + self._duplicates
-            + "("
-            + ", ".join(["%s"] * len(ids))
-            + ") LIMIT 1"
-        )
+        now = _utc(datetime.now(UTC))
+        mariadb = self._is_mariadb(tx)
         async with tx.cursor() as cursor:
-            with translated(self._location), self._lost_races(expected, first):
-                # A race for a new aggregate under Any() is lost to a concurrent append;
-                # the head it committed is then locked and read on the next attempt.
-                for attempt in range(3):
-                    results = await _results(cursor, prepare, (*key, *ids))
-                    head, duplicate = results[2], results[3]
-                    if duplicate:
-                        raise conflict_error(
-                            self._log,
-                            expected,
-                            first,
-                            actual=None,
-                            event_id=uuid.UUID(bytes=duplicate[0][0]),
-                        )
-                    current = head[0][0] if head else 0
-                    if required is not None and current != required:
-                        raise conflict_error(self._log, expected, first, actual=current)
-                    try:
-                        positions = await self._write(cursor, tx, key, current, events)
-                    except pymysql.err.IntegrityError as err:
-                        if error_code(err) != _DUPLICATE_KEY:
-                            raise
-                        if "event_id" in str(err):
-                            raise conflict_error(
-                                self._log, expected, first, actual=None, duplicate=True
-                            ) from err
-                        if required is not None or attempt == 2:
-                            raise conflict_error(self._log, expected, first, actual=None) from err
-                        continue
-                    break
+            with translated(self._location):
+                consecutive = count == 1 or await self._consecutive_ids(cursor)
+                if required is None:
+                    head, args = self._head_any, [*key, count, now]
+                elif required == 0:
+                    head, args = self._head_new, [*key, count, now]
+                else:
+                    head, args = self._head_exact, [required + count, now, *key, required]
+                statements = [self._register + head]
+                if required and count > 1:
+                    # Rows of a VALUES list cannot be made conditional on the head: check
+                    # that it moved before inserting them.
+                    done = await self._run(cursor, statements, args, expected, events, key)
+                    if not done[2].rowcount:
+                        actual = await self._head_version(tx, key)
+                        raise conflict_error(self._log, expected, first, actual=actual)
+                    statements, args = [], []
+                moved = not statements
+                skip = len(statements) and 3 + (required is None)
+                if required and count == 1:
+                    statements.append(self._insert_one_exact)
+                    args += (*_row_values(first, None)[4:], *key, required + 1)
+                else:
+                    returning = mariadb and not consecutive
+                    for statement, chunk_args in self._inserts(key, events, required, returning):
+                        statements.append(statement)
+                        args += chunk_args
+                if not consecutive and not mariadb:
+                    statements.append(self._positions)
+                    args += (*key, *key, count)
+                results = await self._run(
+                    cursor, statements, args, expected, events, key, head_moved=moved
+                )
+        inserted = results[skip : skip + -(-count // _EVENTS_PER_INSERT)]
+        if inserted[0].rowcount == 0:
+            # Exact(n) on one event: the head was not at n (or not there at all).
+            actual = await self._head_version(tx, key)
+            raise conflict_error(self._log, expected, first, actual=actual)
+        if consecutive:
+            positions = [r.lastrowid + offset for r in inserted for offset in range(r.rowcount)]
+        elif mariadb:
+            positions = sorted(row[0] for r in inserted for row in r.rows)
+        else:
+            positions = [row[0] for row in results[-1].rows]
+        # Under Any() the head's upsert reported its new version through LAST_INSERT_ID(x).
+        version = results[2].lastrowid if required is None else required + count
+        base = version - count
         self.appends.note(tx)
         stored = [
-            es.persisted(event, position, current + offset)
+            es.persisted(event, position, base + offset)
             for offset, (event, position) in enumerate(zip(events, positions, strict=True), 1)
         ]
         self._log.debug(
@@ -371,67 +454,120 @@ class Store:
             bounded_context=first.bounded_context,
             aggregate_type=first.aggregate_type,
             aggregate_id=first.aggregate_id,
-            from_version=current + 1,
-            to_version=current + len(events),
+            from_version=base + 1,
+            to_version=base + count,
             positions=positions,
         )
         return es.AppendResult(stored, positions)
 
-    @contextmanager
-    def _lost_races(self, expected: es.ExpectedVersion, first: es.Event) -> Iterator[None]:
-        """A deadlock or lock timeout while appending is a race lost on this aggregate."""
-        try:
-            yield
-        except pymysql.err.OperationalError as err:
-            if error_code(err) not in _LOCK_ERRORS:
-                raise
-            raise conflict_error(self._log, expected, first, actual=None) from err
-
-    async def _write(
+    async def _run(
         self,
         cursor: Cursor,
-        tx: Connection,
-        key: tuple[str, str, str],
-        current: int,
+        statements: list[str],
+        args: list[object],
+        expected: es.ExpectedVersion,
         events: Sequence[es.Event],
-    ) -> list[int]:
-        returning = self._is_mariadb(tx)
-        statements: list[str] = []
-        args: list[object] = []
-        for start in range(0, len(events), _EVENTS_PER_INSERT):
+        key: tuple[str, str, str],
+        *,
+        head_moved: bool = False,
+    ) -> list[_Result]:
+        """Send an append's ``statements`` in one round trip; what each returned, in order.
+
+        ``head_moved`` says an earlier round trip already moved the aggregate's head.
+        """
+        done: list[_Result] = []
+        try:
+            await cursor.execute("; ".join(statements), args)
+            done.append(await _Result.read(cursor))
+            while await cursor.nextset():
+                done.append(await _Result.read(cursor))
+        except pymysql.err.MySQLError as err:
+            if is_unavailable(err):
+                raise
+            moved = head_moved or (len(done) > 2 and done[2].rowcount > 0)
+            raise await self._append_failed(cursor, err, moved, expected, events, key) from err
+        return done
+
+    def _inserts(
+        self,
+        key: tuple[str, str, str],
+        events: Sequence[es.Event],
+        required: int | None,
+        returning: bool,
+    ) -> list[tuple[str, list[object]]]:
+        """Multi-row INSERTs of ``events`` in chunks; versions literal, or from the head."""
+        count = len(events)
+        template = _ROW_FROM_HEAD if required is None else _ROW_LITERAL
+        inserts = []
+        for start in range(0, count, _EVENTS_PER_INSERT):
             chunk = events[start : start + _EVENTS_PER_INSERT]
-            for version, event in enumerate(chunk, start=current + start + 1):
-                args += (
-                    *key,
-                    version,
-                    event.event_id.bytes,
-                    event.event_type,
-                    event.event_version,
-                    event.payload,
-                    event.trace_id,
-                    event.correlation_id,
-                    event.causation_id,
-                    None if event.metadata is None else event.metadata.decode(),
-                    _utc(event.created_at),
+            args: list[object] = []
+            for offset, event in enumerate(chunk, start + 1):
+                version = count - offset if required is None else required + offset
+                args += _row_values(event, version, key)
+            statement = self._insert + ", ".join([template] * len(chunk))
+            inserts.append((statement + (" RETURNING global_position" if returning else ""), args))
+        return inserts
+
+    async def _consecutive_ids(self, cursor: Cursor) -> bool:
+        """Whether a multi-row insert gets consecutive positions (auto-increment lock mode 0
+        or 1), so the first one tells them all; asked once."""
+        if self._consecutive is None:
+            await cursor.execute("SELECT @@innodb_autoinc_lock_mode")
+            self._consecutive = int((await cursor.fetchall())[0][0]) <= 1
+        return self._consecutive
+
+    async def _head_version(self, tx: Connection, key: tuple[str, str, str]) -> int:
+        async with tx.cursor() as cursor:
+            with translated(self._location):
+                await cursor.execute(self._head_version_sql, key)
+                rows = await cursor.fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    async def _append_failed(
+        self,
+        cursor: Cursor,
+        err: pymysql.err.MySQLError,
+        head_moved: bool,
+        expected: es.ExpectedVersion,
+        events: Sequence[es.Event],
+        key: tuple[str, str, str],
+    ) -> Exception:
+        """The error for an append whose round trip failed part-way; undoes its head move.
+
+        Statements after the failing one did not run. A deadlock rolled the whole
+        transaction back (nothing to undo, and nothing may be touched: the next statement
+        would start a new transaction); any other failure undid only its own statement.
+        """
+        first, code = events[0], error_code(err)
+        if code in _LOCK_ERRORS or code == _DUPLICATE_KEY:
+            if code != _DEADLOCK and head_moved:
+                await cursor.execute(self._undo_head, (*key, len(events), len(events), *key))
+                while await cursor.nextset():
+                    pass
+            if code == _DUPLICATE_KEY and "event_id" in str(err):
+                ids = [event.event_id.bytes for event in events]
+                await cursor.execute(
+                    self._duplicates + "(" + ", ".join(["%s"] * len(ids)) + ") LIMIT 1", ids
                 )
-            statements.append(
-                self._insert
-                + ", ".join([_ROW_PLACEHOLDERS] * len(chunk))
-                + (" RETURNING global_position" if returning else "")
-            )
-        # The events go in before the head moves: for a new aggregate the unique index on
-        # (aggregate, version) decides a race, and a failed insert leaves nothing to undo.
-        statements.append(self._set_head)
-        args += (*key, current + len(events), _utc(datetime.now(UTC)))
-        if not returning:
-            statements.append(self._positions)
-            args += (*key, current + 1, current + len(events))
-        results = await _results(cursor, "; ".join(statements), args)
-        if returning:
-            rows = [row for result in results[:-1] for row in result]
-        else:
-            rows = list(results[-1])
-        return sorted(row[0] for row in rows)
+                found = await cursor.fetchall()
+                return conflict_error(
+                    self._log,
+                    expected,
+                    first,
+                    actual=None,
+                    duplicate=True,
+                    event_id=uuid.UUID(bytes=found[0][0]) if found else None,
+                )
+            if code == _DUPLICATE_KEY:
+                # The head's insert found the aggregate (NoStream), or the versions the
+                # head promised are taken (Exact(n) when it is at n plus this many).
+                await cursor.execute(self._head_version_sql, key)
+                rows = await cursor.fetchall()
+                actual = int(rows[0][0]) if rows else 0
+                return conflict_error(self._log, expected, first, actual=actual)
+            return conflict_error(self._log, expected, first, actual=None)
+        return err
 
     async def read_events(
         self, tx: Connection, from_position: int = 0, limit: int = 100
@@ -722,7 +858,7 @@ class MysqlBackend:
                 # Closing the connection is what surely releases the lock (and whatever
                 # state an interrupted query left on it).
                 connection.close()
-            await shielded(self._pool.release(connection))
+            await _release(self._pool, connection)
 
     def news(self) -> AbstractAsyncContextManager[LocalNews]:
         """Wake-ups on appends committed through this database; others are polled for."""
@@ -783,7 +919,12 @@ class _Lease:
 
 class _Transaction:
     """``MysqlBackend.transaction()``; with ``connection`` (a lease's) it neither acquires
-    nor releases one."""
+    nor releases one.
+
+    A connection interrupted mid-query (a cancellation, a lost server) is closed, never
+    reused: aiomysql cannot tell where in the protocol it stopped, and the server rolls
+    back whatever the connection left open.
+    """
 
     __slots__ = ("_backend", "_connection", "_owned")
 
@@ -796,7 +937,7 @@ class _Transaction:
         if self._owned:
             with translated(self._backend._location):
                 self._connection = await self._backend._pool.acquire()
-        self._backend._store.appends.take(self._connection)
+        self._backend._store.appends.begin(self._connection)
         return self._connection
 
     async def __aexit__(
@@ -806,9 +947,9 @@ class _Transaction:
         tb: TracebackType | None,
     ) -> None:
         backend, connection = self._backend, self._connection
+        appended = backend._store.appends.end(connection)
         try:
             if exc_type is not None:
-                backend._store.appends.take(connection)
                 if (
                     issubclass(exc_type, asyncio.CancelledError)
                     or (exc is not None and is_unavailable(exc))
@@ -819,7 +960,10 @@ class _Transaction:
                     await _rollback_quietly(connection)
                 return
             try:
-                await shielded(connection.commit())
+                await connection.commit()
+            except asyncio.CancelledError:
+                connection.close()
+                raise
             except Exception as err:
                 connection.close()
                 if is_unavailable(err):
@@ -830,11 +974,19 @@ class _Transaction:
                     ) from err
                 with translated(backend._location):
                     raise
-            if backend._store.appends.take(connection):
+            if appended:
                 backend._appended.fire()
         finally:
             if self._owned:
-                await shielded(backend._pool.release(connection))
+                await _release(backend._pool, connection)
+
+
+async def _release(pool: Any, connection: Any) -> None:
+    # aiomysql's release is synchronous but may hand back a task that wakes waiting
+    # acquirers; a cancellation here must not cancel that task.
+    waking = pool.release(connection)
+    if not waking.done():
+        await asyncio.shield(waking)
 
 
 async def _rollback_quietly(connection: Any) -> None:

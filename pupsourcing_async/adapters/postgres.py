@@ -76,42 +76,25 @@ _EVENT_COLUMNS = (
 )
 _POSITION = 12
 
-_INSERT_EVENTS = """,
-inserted AS (
-INSERT INTO {events} (
-    bounded_context, aggregate_type, aggregate_id, aggregate_version, event_id, event_type,
-    event_version, payload, trace_id, correlation_id, causation_id, metadata, created_at)
-SELECT $1, $2, $3, head.version - $4 + e.ord, e.event_id, e.event_type, e.event_version,
-    e.payload, e.trace_id, e.correlation_id, e.causation_id, e.metadata::jsonb, e.created_at
-FROM head, unnest($5::uuid[], $6::text[], $7::int4[], $8::bytea[], $9::text[], $10::text[],
-    $11::text[], $12::text[], $13::timestamptz[]) WITH ORDINALITY
-    AS e(event_id, event_type, event_version, payload, trace_id, correlation_id,
-         causation_id, metadata, created_at, ord)
-ON CONFLICT (event_id) DO NOTHING
-RETURNING global_position, aggregate_version
+# The event columns after the aggregate key and version, with their types, in the order
+# the append statement takes them as parameters.
+_COLUMNS = (
+    ("event_id", "uuid"),
+    ("event_type", "text"),
+    ("event_version", "int4"),
+    ("payload", "bytea"),
+    ("trace_id", "text"),
+    ("correlation_id", "text"),
+    ("causation_id", "text"),
+    ("metadata", "text"),
+    ("created_at", "timestamptz"),
 )
-SELECT head.version, inserted.global_position, inserted.aggregate_version,
-    (SELECT pg_notify('{channel}', ''))
-FROM head LEFT JOIN inserted ON true
-"""
-
-# The same for one event, with scalar parameters: cheaper to encode and to plan than
-# arrays, and single-event appends are the most common kind.
-_INSERT_EVENT = """,
-inserted AS (
-INSERT INTO {events} (
-    bounded_context, aggregate_type, aggregate_id, aggregate_version, event_id, event_type,
-    event_version, payload, trace_id, correlation_id, causation_id, metadata, created_at)
-SELECT $1, $2, $3, head.version, $5::uuid, $6::text, $7::int4, $8::bytea, $9::text,
-    $10::text, $11::text, $12::jsonb, $13::timestamptz
-FROM head
-ON CONFLICT (event_id) DO NOTHING
-RETURNING global_position, aggregate_version
+# In a batch, a column whose values are all equal is sent once, as a scalar: arrays cost
+# asyncpg several type checks per element, and events of one command often share their
+# type, metadata and correlation ids. Ids, payloads and timestamps always vary.
+_SHAREABLE = frozenset(
+    {"event_type", "event_version", "trace_id", "correlation_id", "causation_id", "metadata"}
 )
-SELECT head.version, inserted.global_position, inserted.aggregate_version,
-    (SELECT pg_notify('{channel}', ''))
-FROM head LEFT JOIN inserted ON true
-"""
 
 # Each append is one statement: the aggregate's head row is written first, which assigns
 # the transaction its id before the INSERT draws positions from the sequence (the order
@@ -120,7 +103,8 @@ FROM head LEFT JOIN inserted ON true
 # no row, so nothing is inserted. An event id that is already stored (or is being stored
 # by a concurrent transaction that then commits) is skipped by ON CONFLICT rather than
 # raised, so the caller's transaction stays usable; the store then undoes the append.
-_HEAD_ANY = """
+_HEADS = {
+    "any": """
 WITH head AS (
     INSERT INTO {heads} AS h (bounded_context, aggregate_type, aggregate_id,
         aggregate_version, updated_at)
@@ -129,28 +113,78 @@ WITH head AS (
         SET aggregate_version = h.aggregate_version + EXCLUDED.aggregate_version,
             updated_at = EXCLUDED.updated_at
     RETURNING h.aggregate_version AS version
-)"""
-
-_HEAD_NO_STREAM = """
+)""",
+    "no_stream": """
 WITH head AS (
     INSERT INTO {heads} (bounded_context, aggregate_type, aggregate_id,
         aggregate_version, updated_at)
     VALUES ($1, $2, $3, $4, now())
     ON CONFLICT (bounded_context, aggregate_type, aggregate_id) DO NOTHING
     RETURNING aggregate_version AS version
-)"""
-
-_HEAD_EXACT = """
+)""",
+    "exact": """
 WITH head AS (
     UPDATE {heads} SET aggregate_version = aggregate_version + $4::bigint, updated_at = now()
     WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3
-        AND aggregate_version = $14::bigint
+        AND aggregate_version = $5::bigint
     RETURNING aggregate_version AS version
-)"""
+)""",
+}
+
+_INSERT = """,
+inserted AS (
+INSERT INTO {events} (
+    bounded_context, aggregate_type, aggregate_id, aggregate_version, event_id, event_type,
+    event_version, payload, trace_id, correlation_id, causation_id, metadata, created_at)
+SELECT $1, $2, $3, {version}, {values}
+FROM head{rows}
+ON CONFLICT (event_id) DO NOTHING
+RETURNING global_position, aggregate_version
+)
+SELECT head.version, inserted.global_position, inserted.aggregate_version{notify}
+FROM head LEFT JOIN inserted ON true
+"""
 
 
 class _Statements:
-    """The SQL text for one table configuration, built once."""
+    """The SQL text for one table configuration, built once (appends on first use)."""
+
+    def append(self, mode: str, notify: bool, shared: frozenset[str] | None) -> str:
+        """The append statement for ``mode`` ("any", "no_stream", "exact").
+
+        ``shared`` is None for one event; for several, the columns sent once as scalars.
+        """
+        key = (mode, notify, shared)
+        sql = self._appends.get(key)
+        if sql is None:
+            sql = self._appends[key] = self._build_append(mode, notify, shared)
+        return sql
+
+    def _build_append(self, mode: str, notify: bool, shared: frozenset[str] | None) -> str:
+        number = 6 if mode == "exact" else 5  # after the key, the count, the expectation
+        values, arrays, names = [], [], []
+        for name, kind in _COLUMNS:
+            json = "::jsonb" if name == "metadata" else ""
+            if shared is None or name in shared:
+                values.append(f"${number}::{kind}{json}")
+            else:
+                values.append(f"e.{name}{json}")
+                arrays.append(f"${number}::{kind}[]")
+                names.append(name)
+            number += 1
+        if shared is None:
+            version, rows = "head.version", ""
+        else:
+            version = "head.version - $4 + e.ord"
+            rows = f", unnest({', '.join(arrays)}) WITH ORDINALITY AS e({', '.join(names)}, ord)"
+        channel = self._names["channel"]
+        return _HEADS[mode].format(**self._names) + _INSERT.format(
+            events=self._names["events"],
+            version=version,
+            values=", ".join(values),
+            rows=rows,
+            notify=f",\n    (SELECT pg_notify('{channel}', ''))" if notify else "",
+        )
 
     def __init__(self, config: StoreConfig) -> None:
         names = {
@@ -159,14 +193,8 @@ class _Statements:
             "checkpoints": config.checkpoints_table,
             "channel": notify_channel(config),
         }
-        # [one event, several events] for each kind of expected version.
-        self.append_any, self.append_no_stream, self.append_exact = (
-            [
-                head.format(**names) + insert.format(**names)
-                for insert in (_INSERT_EVENT, _INSERT_EVENTS)
-            ]
-            for head in (_HEAD_ANY, _HEAD_NO_STREAM, _HEAD_EXACT)
-        )
+        self._names = names
+        self._appends: dict[tuple[str, bool, frozenset[str] | None], str] = {}
         # Only after a conflict: what the head is, and which of the ids is stored. The
         # lateral lookup probes the unique index once per id, whatever the table's size.
         self.conflict_facts = """
@@ -267,6 +295,21 @@ def translated(location: str) -> Iterator[None]:
         raise
 
 
+def _column_values(event: es.Event) -> tuple[object, ...]:
+    """An event's values for the columns of ``_COLUMNS``, in that order."""
+    return (
+        event.event_id,
+        event.event_type,
+        event.event_version,
+        event.payload,
+        event.trace_id,
+        event.correlation_id,
+        event.causation_id,
+        None if event.metadata is None else event.metadata.decode(),
+        event.created_at,
+    )
+
+
 class Store:
     """The event store on PostgreSQL.
 
@@ -303,41 +346,25 @@ class Store:
         required = es.validate_append(expected, events)
         first = events[0]
         count = len(events)
+        mode = "any" if required is None else "no_stream" if required == 0 else "exact"
         args: list[object] = [first.bounded_context, first.aggregate_type, first.aggregate_id]
-        if count == 1:
-            args += (
-                1,
-                first.event_id,
-                first.event_type,
-                first.event_version,
-                first.payload,
-                first.trace_id,
-                first.correlation_id,
-                first.causation_id,
-                None if first.metadata is None else first.metadata.decode(),
-                first.created_at,
-            )
-        else:
-            args += (
-                count,
-                [e.event_id for e in events],
-                [e.event_type for e in events],
-                [e.event_version for e in events],
-                [e.payload for e in events],
-                [e.trace_id for e in events],
-                [e.correlation_id for e in events],
-                [e.causation_id for e in events],
-                [None if e.metadata is None else e.metadata.decode() for e in events],
-                [e.created_at for e in events],
-            )
-        variant = 0 if count == 1 else 1
-        if required is None:
-            sql = self._sql.append_any[variant]
-        elif required == 0:
-            sql = self._sql.append_no_stream[variant]
-        else:
-            sql = self._sql.append_exact[variant]
+        args.append(count)
+        if required:
             args.append(required)
+        shared: frozenset[str] | None = None
+        if count == 1:
+            args += _column_values(first)
+        else:
+            columns = list(zip(*(_column_values(event) for event in events), strict=True))
+            shared = frozenset(
+                name
+                for (name, _), values in zip(_COLUMNS, columns, strict=True)
+                if name in _SHAREABLE and values.count(values[0]) == len(values)
+            )
+            for (name, _), values in zip(_COLUMNS, columns, strict=True):
+                args.append(values[0] if name in shared else list(values))
+        # In a transaction this library manages, the backend notifies after the commit.
+        sql = self._sql.append(mode, not self.appends.managed(tx), shared)
         key = (first.bounded_context, first.aggregate_type, first.aggregate_id)
         with translated(self._location):
             try:
@@ -541,6 +568,7 @@ class PostgresBackend:
         self._appended = Signal()
         self._progress = Signal()
         self._listener = _Listener(pool, notify_channel(store.config), self._appended)
+        self._notifier = _Notifier(pool, notify_channel(store.config))
 
     @classmethod
     async def connect(
@@ -608,7 +636,8 @@ class PostgresBackend:
                     await connection.execute(statement)
 
     async def aclose(self) -> None:
-        """Close the pool, if this backend opened it."""
+        """Stop notifying and close the pool, if this backend opened it."""
+        await self._notifier.aclose()
         if self._owns_pool:
             await self._pool.close()
 
@@ -756,6 +785,52 @@ def _alive(connection: PoolConnectionProxy[Any] | None) -> bool:
         return False
 
 
+_NOTIFY_INTERVAL = 0.005
+
+
+class _Notifier:
+    """Sends the store's NOTIFY after appends commit, outside their transactions.
+
+    Commits that poke it while a NOTIFY is on its way share the next one: processors only
+    need to know that the log grew, not how often. The NOTIFY runs in a transaction of its
+    own that writes nothing, so the lock PostgreSQL takes to order notifications is held
+    for an instant instead of across a writer's WAL flush.
+    """
+
+    def __init__(self, pool: asyncpg.Pool[Any], channel: str) -> None:
+        self._pool = pool
+        self._channel = channel
+        self._pending = False
+        self._task: asyncio.Task[None] | None = None
+        self._log = get_logger(None, "pupsourcing_async.store")
+
+    def poke(self) -> None:
+        """Note that an append committed; a NOTIFY follows shortly."""
+        self._pending = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._pending:
+            self._pending = False
+            try:
+                async with self._pool.acquire() as connection:
+                    await connection.execute("SELECT pg_notify($1, '')", self._channel)
+            except Exception as err:
+                # Only a hint is lost: processors elsewhere find the events by polling.
+                self._log.debug("notify failed", channel=self._channel, error=str(err))
+                return
+            # At most one NOTIFY per interval under a stream of commits; the first one after
+            # a quiet spell goes at once.
+            await asyncio.sleep(_NOTIFY_INTERVAL)
+
+    async def aclose(self) -> None:
+        """Send what is pending, then stop."""
+        task, self._task = self._task, None
+        if task is not None:
+            await shielded(task)
+
+
 class _News:
     __slots__ = ("_listener", "_signal")
 
@@ -796,7 +871,6 @@ class _Transaction:
                     raise backend._unavailable("getting a connection", err) from err
                 raise
         connection = self._connection
-        backend._store.appends.take(connection)
         started = False
         try:
             self._transaction = connection.transaction()
@@ -809,6 +883,7 @@ class _Transaction:
         finally:
             if not started and self._owned:
                 await backend._pool.release(connection)
+        backend._store.appends.begin(connection)
         return connection
 
     async def __aexit__(
@@ -818,6 +893,7 @@ class _Transaction:
         tb: TracebackType | None,
     ) -> None:
         backend = self._backend
+        appended = backend._store.appends.end(self._connection)
         try:
             if exc_type is None:
                 try:
@@ -831,10 +907,10 @@ class _Transaction:
                             location=backend._location,
                         ) from err
                     raise
-                if backend._store.appends.take(self._connection):
+                if appended:
                     backend._appended.fire()
+                    backend._notifier.poke()
             else:
-                backend._store.appends.take(self._connection)
                 await _rollback_quietly(self._transaction)
         finally:
             if self._owned:

@@ -461,6 +461,10 @@ class _ConnectionPool:
         return connection
 
     async def release(self, connection: aiosqlite.Connection, *, discard: bool = False) -> None:
+        """Take a connection back; one that is unfit (or comes after close) is closed.
+
+        Keeping a connection never suspends, so no cancellation can interrupt it.
+        """
         try:
             if discard or self._closed:
                 self._open.discard(connection)
@@ -596,7 +600,6 @@ class _Transaction:
     async def __aenter__(self) -> aiosqlite.Connection:
         backend = self._backend
         connection = await backend._pool.acquire()
-        backend._store.appends.take(connection)
         began = False
         try:
             with translated(backend._location):
@@ -605,7 +608,8 @@ class _Transaction:
         finally:
             if not began:
                 settled = await _rollback_quietly(connection)
-                await shielded(backend._pool.release(connection, discard=not settled))
+                await backend._pool.release(connection, discard=not settled)
+        backend._store.appends.begin(connection)
         self._connection = connection
         return connection
 
@@ -616,24 +620,26 @@ class _Transaction:
         tb: TracebackType | None,
     ) -> None:
         backend, connection = self._backend, self._connection
+        appended = backend._store.appends.end(connection)
         settled = True
         try:
             if exc_type is None:
                 committed = False
                 try:
+                    # Not shielded: a COMMIT queued on the connection's thread runs even if
+                    # this await is cancelled, and the ROLLBACK below then finds nothing.
                     with translated(backend._location):
-                        await shielded(connection.execute("COMMIT"))
+                        await connection.execute("COMMIT")
                     committed = True
                 finally:
                     if not committed:
                         settled = await _rollback_quietly(connection)
-                if backend._store.appends.take(connection):
+                if appended:
                     backend._appended.fire()
             else:
-                backend._store.appends.take(connection)
                 settled = await _rollback_quietly(connection)
         finally:
-            await shielded(backend._pool.release(connection, discard=not settled))
+            await backend._pool.release(connection, discard=not settled)
 
 
 async def _rollback_quietly(connection: aiosqlite.Connection) -> bool:
