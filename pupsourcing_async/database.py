@@ -15,10 +15,11 @@ import importlib
 from collections.abc import Generator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import ModuleType, TracebackType
 from typing import Any
 
+from ._holes import PendingHole
 from ._url import DatabaseURL, parse_url
 from .adapters._shared import checkpoint_names
 from .adapters.base import AdapterStore, Backend
@@ -26,7 +27,7 @@ from .projection.config import ProcessorConfig
 from .projection.processor import Processor
 from .store import StoreConfig
 
-__all__ = ["Database", "ProjectionStatus", "connect"]
+__all__ = ["Database", "HealthReport", "ProjectionHealth", "ProjectionStatus", "connect"]
 
 # dialect -> (adapter module, backend class, driver package, extra to install)
 _ADAPTERS = {
@@ -184,6 +185,60 @@ class Database:
             names = checkpoint_names([row.name for row in rows], name)
             return await self.store.delete_checkpoints(tx, names) if names else 0
 
+    async def health(self, *, stale_after: float = 60.0) -> HealthReport:
+        """How the database and its projections are doing; never raises for a database
+        that does not answer (``reachable`` is then False).
+
+        Args:
+            stale_after: A projection behind the head whose checkpoint has not moved for
+                this many seconds is reported as not progressing.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with self.transaction() as tx:
+                head = await self.store.latest_global_position(tx)
+                rows = await self.store.list_checkpoints(tx)
+            latency = loop.time() - started
+            projections = []
+            now = datetime.now(UTC)
+            for row in rows:
+                lag = max(head - row.position, 0)
+                fresh = row.updated_at is not None and (
+                    (now - row.updated_at).total_seconds() < stale_after
+                )
+                projections.append(
+                    ProjectionHealth(
+                        name=row.name,
+                        position=row.position,
+                        lag=lag,
+                        updated_at=row.updated_at,
+                        leased=await self._backend.lease_held(row.name),
+                        progressing=lag == 0 or fresh,
+                    )
+                )
+        except Exception as err:  # a health check reports trouble; it does not raise it
+            return HealthReport(
+                reachable=False,
+                dialect=self.dialect,
+                location=self.location,
+                latency=loop.time() - started,
+                head_position=None,
+                projections=[],
+                pending_holes=self.store.pending_holes(),
+                error=" ".join(str(err).split()),
+            )
+        return HealthReport(
+            reachable=True,
+            dialect=self.dialect,
+            location=self.location,
+            latency=latency,
+            head_position=head,
+            projections=projections,
+            pending_holes=self.store.pending_holes(),
+            error=None,
+        )
+
     async def close(self) -> None:
         """Close every connection. Closing twice is harmless."""
         if not self._closed:
@@ -222,6 +277,85 @@ class ProjectionStatus:
     head: int
     lag: int
     updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionHealth:
+    """One projection checkpoint's health.
+
+    Attributes:
+        name: The checkpoint's name.
+        position: Its last processed position.
+        lag: Positions behind the head of the log.
+        updated_at: When it last moved.
+        leased: Whether a worker (in any process) holds its lease; ``None`` on SQLite,
+            which has no leases.
+        progressing: Caught up, or moved within ``stale_after`` seconds.
+    """
+
+    name: str
+    position: int
+    lag: int
+    updated_at: datetime | None
+    leased: bool | None
+    progressing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """What ``Database.health()`` found.
+
+    Attributes:
+        reachable: Whether the database answered.
+        dialect: ``"postgres"``, ``"sqlite"`` or ``"mysql"``.
+        location: Where it is (no password).
+        latency: Seconds the check took.
+        head_position: The highest committed position, when reachable.
+        projections: Every checkpoint, by name.
+        pending_holes: Holes in the log this process's readers wait on, with their age.
+        error: Why it was not reachable.
+    """
+
+    reachable: bool
+    dialect: str
+    location: str
+    latency: float
+    head_position: int | None
+    projections: list[ProjectionHealth]
+    pending_holes: list[PendingHole]
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """Reachable, and every projection progressing."""
+        return self.reachable and all(p.progressing for p in self.projections)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-ready data (for a ``/health`` endpoint)."""
+        return {
+            "ok": self.ok,
+            "reachable": self.reachable,
+            "dialect": self.dialect,
+            "location": self.location,
+            "latency_ms": round(self.latency * 1000, 3),
+            "head_position": self.head_position,
+            "error": self.error,
+            "projections": [
+                {
+                    "name": p.name,
+                    "position": p.position,
+                    "lag": p.lag,
+                    "updated_at": None if p.updated_at is None else p.updated_at.isoformat(),
+                    "leased": p.leased,
+                    "progressing": p.progressing,
+                }
+                for p in self.projections
+            ],
+            "pending_holes": [
+                {"first": h.first_position, "last": h.last_position, "age_s": round(h.age, 3)}
+                for h in self.pending_holes
+            ],
+        }
 
 
 class _Connecting:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from .es import AppendResult, Event, ExpectedVersion, PersistedEvent, Stream
 from .log import Logger
+from .observe import Observer
 
 __all__ = ["EventStore", "StoreConfig", "default_store_config"]
 
@@ -50,12 +51,15 @@ class StoreConfig:
         aggregate_heads_table: One row per aggregate holding its current version.
         checkpoints_table: One row per projection (or projection partition).
         logger: Where the store logs; the ``pupsourcing_async.store`` logger by default.
+        observers: Hooks told about every append, and every batch of the processors that
+            read through this store (metrics, tracing); see ``pupsourcing_async.observe``.
     """
 
     events_table: str = "events"
     aggregate_heads_table: str = "aggregate_heads"
     checkpoints_table: str = "projection_checkpoints"
     logger: Logger | None = None
+    observers: tuple[Observer, ...] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
         names = {
@@ -65,6 +69,8 @@ class StoreConfig:
         }
         for what, name in names.items():
             check_identifier(name, what)
+        if not isinstance(self.observers, tuple):  # a list given by a caller without mypy
+            object.__setattr__(self, "observers", tuple(self.observers))  # type: ignore[unreachable]
         if len({name.lower() for name in names.values()}) != len(names):
             raise ValueError(f"table names must be distinct, got {names}")
 

@@ -127,3 +127,8 @@ class Backend(Protocol):
     def is_transient(self, err: BaseException) -> bool:
         """Whether ``err`` is a passing database trouble worth retrying the batch for."""
         ...
+
+    async def lease_held(self, name: str) -> bool | None:
+        """Whether some worker, in any process, holds the lease on checkpoint ``name``;
+        ``None`` where the database has no leases."""
+        ...

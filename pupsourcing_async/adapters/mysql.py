@@ -39,6 +39,7 @@ from .._url import DatabaseURL
 from ..errors import InvalidEventError, SchemaError, StoreUnavailableError
 from ..log import Logger, get_logger
 from ..migrations import in_flight_table, schema_statements
+from ..observe import observed_append
 from ..projection.config import ProcessorConfig
 from ..store import StoreConfig, default_store_config
 from ._shared import (
@@ -380,6 +381,17 @@ class Store:
         return self._mariadb
 
     async def append(
+        self, tx: Connection, expected: es.ExpectedVersion, events: Sequence[es.Event]
+    ) -> es.AppendResult:
+        """Append ``events`` to one aggregate. See ``EventStore.append``."""
+        observers = self._config.observers
+        if not observers:
+            return await self._append(tx, expected, events)
+        return await observed_append(
+            observers, "mysql", expected, events, lambda events: self._append(tx, expected, events)
+        )
+
+    async def _append(
         self, tx: Connection, expected: es.ExpectedVersion, events: Sequence[es.Event]
     ) -> es.AppendResult:
         """Append ``events`` to one aggregate. See ``EventStore.append``.
@@ -820,6 +832,15 @@ class MysqlBackend:
         if isinstance(err, StoreUnavailableError) or is_unavailable(err):
             return True
         return error_code(err) in _LOCK_ERRORS
+
+    async def lease_held(self, name: str) -> bool:
+        """Whether any session holds the ``GET_LOCK`` of checkpoint ``name``."""
+        lock = lease_name(self._store.config.events_table, name)
+        async with self.transaction() as connection, connection.cursor() as cursor:
+            with translated(self._location):
+                await cursor.execute("SELECT IS_USED_LOCK(%s)", (lock,))
+                rows = await cursor.fetchall()
+        return rows[0][0] is not None
 
     @asynccontextmanager
     async def lease(self, name: str, *, poll_interval: float, log: Logger) -> AsyncIterator[_Lease]:

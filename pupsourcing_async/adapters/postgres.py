@@ -30,6 +30,7 @@ from ..errors import (
 )
 from ..log import Logger, get_logger
 from ..migrations import schema_statements
+from ..observe import observed_append
 from ..projection.config import ProcessorConfig
 from ..store import StoreConfig, default_store_config
 from ._shared import (
@@ -261,6 +262,10 @@ def is_unavailable(err: BaseException) -> bool:
     """Whether ``err`` means the connection is gone or the server is not serving."""
     if isinstance(err, _UNAVAILABLE):
         return True
+    # A connection the server dropped mid-query can be left between protocol states;
+    # asyncpg then refuses the next query on it. Only a new connection helps.
+    if isinstance(err, pgerr.InternalClientError) and "cannot switch to state" in str(err):
+        return True
     # A pool releases a connection on its own when the server closes it; the proxy the
     # caller holds then refuses every call.
     message = str(err)
@@ -340,6 +345,21 @@ class Store:
         return self._holes.pending()
 
     async def append(
+        self, tx: Connection, expected: es.ExpectedVersion, events: Sequence[es.Event]
+    ) -> es.AppendResult:
+        """Append ``events`` to one aggregate. See ``EventStore.append``."""
+        observers = self._config.observers
+        if not observers:
+            return await self._append(tx, expected, events)
+        return await observed_append(
+            observers,
+            "postgres",
+            expected,
+            events,
+            lambda events: self._append(tx, expected, events),
+        )
+
+    async def _append(
         self, tx: Connection, expected: es.ExpectedVersion, events: Sequence[es.Event]
     ) -> es.AppendResult:
         """Append ``events`` to one aggregate in a single statement. See ``EventStore``."""
@@ -644,6 +664,22 @@ class PostgresBackend:
     def is_transient(self, err: BaseException) -> bool:
         """Whether ``err`` is a lost connection, a deadlock or a serialization failure."""
         return isinstance(err, _TRANSIENT) or is_unavailable(err)
+
+    async def lease_held(self, name: str) -> bool:
+        """Whether any session holds the advisory lock of checkpoint ``name``."""
+        key = lease_key(self._store.config.events_table, name) & 0xFFFF_FFFF_FFFF_FFFF
+        async with self.transaction() as connection:
+            with translated(self._location):
+                # pg_locks shows a bigint advisory key as two 32-bit halves.
+                held: bool = await connection.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND granted AND objsubid = 1 AND classid::bigint = $1 "
+                    "AND objid::bigint = $2 AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database()))",
+                    key >> 32,
+                    key & 0xFFFF_FFFF,
+                )
+        return held
 
     @asynccontextmanager
     async def lease(self, name: str, *, poll_interval: float, log: Logger) -> AsyncIterator[_Lease]:

@@ -27,6 +27,7 @@ from .._url import DatabaseURL
 from ..errors import SchemaError, StoreUnavailableError
 from ..log import Logger, get_logger
 from ..migrations import schema_statements
+from ..observe import observed_append
 from ..store import StoreConfig, default_store_config
 from ._shared import (
     AppendTracker,
@@ -223,14 +224,25 @@ class Store:
 
         Outside a transaction the append opens its own (``BEGIN IMMEDIATE``) and commits it.
         """
+        observers = self._config.observers
+        if not observers:
+            return await self._append(tx, expected, events)
+        return await observed_append(
+            observers, "sqlite", expected, events, lambda events: self._append(tx, expected, events)
+        )
+
+    async def _append(
+        self, tx: aiosqlite.Connection, expected: es.ExpectedVersion, events: Sequence[es.Event]
+    ) -> es.AppendResult:
+        """Outside a transaction the append opens its own (``BEGIN IMMEDIATE``) and commits it."""
         required = es.validate_append(expected, events)
         with translated(self._location):
             if tx.in_transaction:
-                return await self._append(tx, expected, required, events)
+                return await self._append_in_transaction(tx, expected, required, events)
             finished = False
             try:
                 await tx.execute("BEGIN IMMEDIATE")
-                result = await self._append(tx, expected, required, events)
+                result = await self._append_in_transaction(tx, expected, required, events)
                 finished = True
             finally:
                 if finished:
@@ -240,7 +252,7 @@ class Store:
                     await _rollback_quietly(tx)
             return result
 
-    async def _append(
+    async def _append_in_transaction(
         self,
         tx: aiosqlite.Connection,
         expected: es.ExpectedVersion,
@@ -549,6 +561,9 @@ class SqliteBackend:
     def is_transient(self, err: BaseException) -> bool:
         """Whether ``err`` is a lock held past the busy timeout or a lost file."""
         return isinstance(err, StoreUnavailableError) or is_busy(err)
+
+    async def lease_held(self, name: str) -> None:
+        """SQLite has no leases: batches take turns under its write lock."""
 
     @asynccontextmanager
     async def lease(

@@ -12,6 +12,8 @@ counts as transient: the worker rolls back, waits, and queues for the lease agai
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +21,7 @@ from .. import es
 from ..adapters.base import Backend, Lease, News
 from ..errors import ProjectionError, ProjectionStoppedError
 from ..log import Logger, get_logger
+from ..observe import BatchObservation, notify, observing
 from .base import Projection
 from .config import ProcessorConfig, RunMode
 
@@ -66,6 +69,7 @@ class Processor:
         name = _projection_name(projection)
         checkpoint = self._config.checkpoint_name(name)
         config = self._config
+        observers = self._backend.store.config.observers
         failures = 0
         async with self._backend.news() as news:
             while True:
@@ -74,19 +78,34 @@ class Processor:
                         checkpoint, poll_interval=config.lease_poll_interval, log=self._log
                     ) as lease:
                         self._log.info("lease taken", projection=name, checkpoint=checkpoint)
-                        if await self._process(lease, news, projection, name, checkpoint):
-                            return
+                        notify(observers, "lease", name, checkpoint, True)
+                        try:
+                            if await self._process(lease, news, projection, name, checkpoint):
+                                return
+                        finally:
+                            notify(observers, "lease", name, checkpoint, False)
+                except ProjectionError as err:
+                    notify(observers, "failure", name, checkpoint, err)
+                    raise
                 except _Transient as err:
                     cause = err.__cause__ or err
                     failures += 1
+                    self._log.info(
+                        "lease given up after a failed batch",
+                        projection=name,
+                        checkpoint=checkpoint,
+                    )
                     if not config.retry_transient or (
                         config.max_retries is not None and failures > config.max_retries
                     ):
-                        raise ProjectionStoppedError(
+                        stopped = ProjectionStoppedError(
                             f"projection {name} stopped after {failures} failed attempt(s): "
                             f"{cause}",
                             projection=name,
-                        ) from cause
+                        )
+                        notify(observers, "failure", name, checkpoint, stopped)
+                        raise stopped from cause
+                    notify(observers, "retry", name, checkpoint, cause, failures)
                     delay = min(
                         config.retry_initial_delay * 2 ** (failures - 1), config.retry_max_delay
                     )
@@ -145,34 +164,68 @@ class Processor:
         """Run one batch; how many events it read, and whether the log is exhausted."""
         store = self._backend.store
         config = self._config
-        try:
-            async with lease.transaction() as tx:
-                position = await store.get_checkpoint(tx, checkpoint)
-                events = await store.read_events(tx, position, config.batch_size)
-                if not events:
-                    pending = any(h.last_position > position for h in store.pending_holes())
-                    return 0, not pending
-                await self._handle_all(tx, projection, name, events)
-                await store.update_checkpoint(tx, checkpoint, events[-1].global_position)
-        except ProjectionError:
-            raise
-        except Exception as err:
-            if self._backend.is_transient(err):
-                raise _Transient from err
-            raise
+        observers = store.config.observers
+        observation = None
+        if observers:
+            observation = BatchObservation(
+                projection=name,
+                checkpoint=checkpoint,
+                partition_key=config.partition_key,
+                total_partitions=config.total_partitions,
+                from_position=0,
+                head_position=0,
+            )
+        started = time.perf_counter()
+        with (
+            observing(observers, "observe_batch", observation)
+            if observation is not None
+            else contextlib.nullcontext()
+        ):
+            try:
+                async with lease.transaction() as tx:
+                    position = await store.get_checkpoint(tx, checkpoint)
+                    if observation is not None:
+                        observation.from_position = observation.to_position = position
+                        observation.head_position = await store.latest_global_position(tx)
+                    events = await store.read_events(tx, position, config.batch_size)
+                    if not events:
+                        pending = any(h.last_position > position for h in store.pending_holes())
+                        return 0, not pending
+                    handled = await self._handle_all(tx, projection, name, events)
+                    await store.update_checkpoint(tx, checkpoint, events[-1].global_position)
+                if observation is not None:
+                    observation.events_read = len(events)
+                    observation.events_handled = handled
+                    observation.oldest_unprocessed = events[0].created_at
+                    observation.to_position = events[-1].global_position
+            except ProjectionError as err:
+                if observation is not None:
+                    observation.error = err
+                raise
+            except Exception as err:
+                if observation is not None:
+                    observation.error = err
+                if self._backend.is_transient(err):
+                    raise _Transient from err
+                raise
+            finally:
+                if observation is not None:
+                    observation.duration = time.perf_counter() - started
         self._backend.progress.fire()
         self._log.debug(
             "batch committed",
             projection=name,
             checkpoint=checkpoint,
             events=len(events),
+            handled=handled,
             position=events[-1].global_position,
         )
         return len(events), False
 
     async def _handle_all(
         self, tx: Any, projection: Projection, name: str, events: Sequence[es.PersistedEvent]
-    ) -> None:
+    ) -> int:
+        """Hand the events in scope and partition to the projection; how many that was."""
         config = self._config
         types = tuple(getattr(projection, "aggregate_types", ()) or ())
         contexts = tuple(getattr(projection, "bounded_contexts", ()) or ())
@@ -181,6 +234,7 @@ class Processor:
         retryable: tuple[type[BaseException], ...] = tuple(
             getattr(projection, "retryable_errors", ()) or ()
         )
+        handled = 0
         for event in events:
             if types and event.aggregate_type not in types:
                 continue
@@ -192,6 +246,7 @@ class Processor:
                 continue
             try:
                 await projection.handle(tx, event)
+                handled += 1
             except Exception as err:
                 if self._backend.is_transient(err) or isinstance(err, retryable):
                     raise _Transient from err
@@ -209,6 +264,7 @@ class Processor:
                     global_position=event.global_position,
                     event_type=event.event_type,
                 ) from err
+        return handled
 
 
 def _projection_name(projection: object) -> str:
