@@ -594,3 +594,16 @@ async def test_a_batch_keeps_each_events_own_fields(db: Database) -> None:
         assert [e.trace_id for e in stored] == ["t1", None, None]
         assert [e.causation_id for e in stored] == [None, None, "x"]
         assert {e.correlation_id for e in stored} == {"c"}
+
+
+async def test_a_retried_command_is_told_its_events_are_stored(db: Database) -> None:
+    # The command read version 0, appended, and is retried with the same ids: the version
+    # no longer matches, but what it most needs to know is that it already happened.
+    event_id = uuid.uuid4()
+    await append(db, es.NoStream(), [make_event(event_id=event_id)])
+    for expected in (es.NoStream(), es.Exact(5)):
+        with pytest.raises(DuplicateEventError) as caught:
+            await append(db, expected, [make_event(event_id=event_id)])
+        assert caught.value.event_id == event_id
+        with pytest.raises(DuplicateEventError):
+            await append(db, expected, [make_event(), make_event(event_id=event_id)])

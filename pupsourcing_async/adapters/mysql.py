@@ -423,8 +423,7 @@ class Store:
                     # that it moved before inserting them.
                     done = await self._run(cursor, statements, args, expected, events, key)
                     if not done[2].rowcount:
-                        actual = await self._head_version(tx, key)
-                        raise conflict_error(self._log, expected, first, actual=actual)
+                        raise await self._mismatch(tx, expected, events, key)
                     statements, args = [], []
                 moved = not statements
                 skip = len(statements) and 3 + (required is None)
@@ -445,8 +444,7 @@ class Store:
         inserted = results[skip : skip + -(-count // _EVENTS_PER_INSERT)]
         if inserted[0].rowcount == 0:
             # Exact(n) on one event: the head was not at n (or not there at all).
-            actual = await self._head_version(tx, key)
-            raise conflict_error(self._log, expected, first, actual=actual)
+            raise await self._mismatch(tx, expected, events, key)
         if consecutive:
             positions = [r.lastrowid + offset for r in inserted for offset in range(r.rowcount)]
         elif mariadb:
@@ -529,12 +527,41 @@ class Store:
             self._consecutive = int((await cursor.fetchall())[0][0]) <= 1
         return self._consecutive
 
-    async def _head_version(self, tx: Connection, key: tuple[str, str, str]) -> int:
+    async def _mismatch(
+        self,
+        tx: Connection,
+        expected: es.ExpectedVersion,
+        events: Sequence[es.Event],
+        key: tuple[str, str, str],
+    ) -> Exception:
+        """The error for an append whose head was not at the expected version: a
+        duplicate if one of its ids is stored already (a retried command), else a
+        conflict with the version found."""
         async with tx.cursor() as cursor:
             with translated(self._location):
-                await cursor.execute(self._head_version_sql, key)
-                rows = await cursor.fetchall()
-        return int(rows[0][0]) if rows else 0
+                return await self._conflict_found(cursor, expected, events, key)
+
+    async def _conflict_found(
+        self,
+        cursor: Cursor,
+        expected: es.ExpectedVersion,
+        events: Sequence[es.Event],
+        key: tuple[str, str, str],
+    ) -> Exception:
+        first = events[0]
+        ids = [event.event_id.bytes for event in events]
+        await cursor.execute(
+            self._duplicates + "(" + ", ".join(["%s"] * len(ids)) + ") LIMIT 1", ids
+        )
+        found = await cursor.fetchall()
+        if found:
+            return conflict_error(
+                self._log, expected, first, actual=None, event_id=uuid.UUID(bytes=found[0][0])
+            )
+        await cursor.execute(self._head_version_sql, key)
+        rows = await cursor.fetchall()
+        actual = int(rows[0][0]) if rows else 0
+        return conflict_error(self._log, expected, first, actual=actual)
 
     async def _append_failed(
         self,
@@ -574,10 +601,7 @@ class Store:
             if code == _DUPLICATE_KEY:
                 # The head's insert found the aggregate (NoStream), or the versions the
                 # head promised are taken (Exact(n) when it is at n plus this many).
-                await cursor.execute(self._head_version_sql, key)
-                rows = await cursor.fetchall()
-                actual = int(rows[0][0]) if rows else 0
-                return conflict_error(self._log, expected, first, actual=actual)
+                return await self._conflict_found(cursor, expected, events, key)
             return conflict_error(self._log, expected, first, actual=None)
         return err
 

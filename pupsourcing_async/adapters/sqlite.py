@@ -272,7 +272,13 @@ class Store:
         if not head:
             found = await tx.execute_fetchall(self._head_version, key)
             actual = next(iter(found), (0,))[0]
-            raise conflict_error(self._log, expected, first, actual=actual)
+            raise conflict_error(
+                self._log,
+                expected,
+                first,
+                actual=actual,
+                event_id=await self._stored_id(tx, events),
+            )
         base = next(iter(head))[0] - count
         try:
             rows = await self._insert_events(tx, first, base, events)
@@ -342,14 +348,21 @@ class Store:
     ) -> Exception:
         if ".event_id" not in str(err):
             return conflict_error(self._log, expected, first, actual=None)
+        event_id = await self._stored_id(tx, events)
+        return conflict_error(
+            self._log, expected, first, actual=None, duplicate=True, event_id=event_id
+        )
+
+    async def _stored_id(
+        self, tx: aiosqlite.Connection, events: Sequence[es.Event]
+    ) -> uuid.UUID | None:
+        """An id of ``events`` that is stored already, if any (looked up after a conflict,
+        so a retried command is told it already happened)."""
         ids = [str(event.event_id) for event in events]
         found = await tx.execute_fetchall(
             self._find_duplicate + "(" + ", ".join("?" * len(ids)) + ") LIMIT 1", ids
         )
-        event_id = uuid.UUID(next(iter(found))[0]) if found else None
-        return conflict_error(
-            self._log, expected, first, actual=None, duplicate=True, event_id=event_id
-        )
+        return uuid.UUID(next(iter(found))[0]) if found else None
 
     async def read_events(
         self, tx: aiosqlite.Connection, from_position: int = 0, limit: int = 100
