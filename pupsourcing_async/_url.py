@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import SplitResult, parse_qs, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit, urlunsplit
 
 from .errors import UnsupportedURLError
 
@@ -67,6 +67,13 @@ class DatabaseURL:
         port = self.parts.port
         where = f"{self.host}:{port}" if port else self.host
         return f"{where}/{self.database}" if self.database else where
+
+    def scrub(self, text: str) -> str:
+        """``text`` (a driver's error message, say) with this URL's password as ``***``."""
+        password = self.parts.password
+        if not password:
+            return text
+        return text.replace(unquote(password), "***").replace(password, "***")
 
     def __str__(self) -> str:
         return redact_url(self.url)

@@ -9,14 +9,16 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from .._holes import PendingHole
 from .._signals import Signal, Watch
 from ..log import Logger
 from ..store import EventStore
 
-__all__ = ["AdapterStore", "Backend", "CheckpointRow", "Lease", "News"]
+__all__ = ["AdapterStore", "Backend", "BackendBase", "CheckpointRow", "Lease", "News"]
+
+StoreT = TypeVar("StoreT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +134,35 @@ class Backend(Protocol):
         """Whether some worker, in any process, holds the lease on checkpoint ``name``;
         ``None`` where the database has no leases."""
         ...
+
+
+class BackendBase(Generic[StoreT]):
+    """What every adapter's backend keeps the same way: its store, where it is, and the
+    signals that wake processors (appends committed here) and ``wait_for`` (batches
+    committed here).
+
+    Args:
+        store: The store bound to this database's tables.
+        location: Where the database is, for messages; never a password.
+    """
+
+    def __init__(self, *, store: StoreT, location: str) -> None:
+        self._store = store
+        self._location = location
+        self._appended = Signal()
+        self._progress = Signal()
+
+    @property
+    def location(self) -> str:
+        """Where the database is; never includes a password."""
+        return self._location
+
+    @property
+    def store(self) -> StoreT:
+        """The event store bound to this database's tables."""
+        return self._store
+
+    @property
+    def progress(self) -> Signal:
+        """Fired after a projection batch commits."""
+        return self._progress

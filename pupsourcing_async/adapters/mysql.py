@@ -34,7 +34,6 @@ import pymysql.err
 from .. import es, projection
 from .._async import shielded
 from .._holes import HoleTracker, PendingHole
-from .._signals import Signal
 from .._url import DatabaseURL
 from ..errors import InvalidEventError, SchemaError, StoreUnavailableError
 from ..log import Logger, get_logger
@@ -53,7 +52,7 @@ from ._shared import (
     lease_name,
     local_news,
 )
-from .base import CheckpointRow
+from .base import BackendBase, CheckpointRow
 
 __all__ = [
     "SESSION_SETUP",
@@ -745,17 +744,11 @@ class Store:
                 await cursor.execute(self._update_checkpoint, (projection_name, position, now))
 
 
-def scrub(text: str, url: DatabaseURL) -> str:
-    """``text`` with the URL's password, if any, replaced by ``***``."""
-    password = url.parts.password
-    return text.replace(unquote(password), "***").replace(password, "***") if password else text
-
-
 # GET_LOCK name that serializes concurrent migrate() calls.
 _MIGRATE_LOCK = "pupsourcing_async.migrate"
 
 
-class MysqlBackend:
+class MysqlBackend(BackendBase[Store]):
     """A MySQL or MariaDB database reached through an aiomysql pool.
 
     Args:
@@ -772,11 +765,8 @@ class MysqlBackend:
         self, pool: Any, *, store: Store, location: str = "MySQL", owns_pool: bool = True
     ) -> None:
         self._pool = pool
-        self._store = store
-        self._location = location
+        super().__init__(store=store, location=location)
         self._owns_pool = owns_pool
-        self._appended = Signal()
-        self._progress = Signal()
 
     @classmethod
     async def connect(
@@ -817,30 +807,15 @@ class MysqlBackend:
             )
         except Exception as err:
             raise StoreUnavailableError(
-                f"could not connect to MySQL at {location}: {scrub(str(err), url)}",
+                f"could not connect to MySQL at {location}: {url.scrub(str(err))}",
                 location=location,
             ) from err
         return cls(pool, store=Store(store_config, location=location), location=location)
 
     @property
-    def location(self) -> str:
-        """Where the database is; never includes a password."""
-        return self._location
-
-    @property
-    def store(self) -> Store:
-        """The event store bound to this database's tables."""
-        return self._store
-
-    @property
     def pool(self) -> Any:
         """The aiomysql pool, for running your own queries."""
         return self._pool
-
-    @property
-    def progress(self) -> Signal:
-        """Fired after a projection batch commits."""
-        return self._progress
 
     def transaction(self) -> _Transaction:
         """A pooled connection inside a transaction; see ``Database.transaction``.

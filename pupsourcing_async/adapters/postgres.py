@@ -42,7 +42,7 @@ from ._shared import (
     conflict_error,
     lease_key,
 )
-from .base import CheckpointRow
+from .base import BackendBase, CheckpointRow
 
 __all__ = [
     "Connection",
@@ -549,18 +549,12 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
-def scrub(text: str, url: DatabaseURL) -> str:
-    """``text`` with the URL's password, if any, replaced by ``***``."""
-    password = url.parts.password
-    return text.replace(password, "***") if password else text
-
-
 def notify_channel(config: StoreConfig) -> str:
     """The channel appends notify and processors listen on."""
     return f"{config.events_table}_appended"
 
 
-class PostgresBackend:
+class PostgresBackend(BackendBase[Store]):
     """A PostgreSQL database reached through an asyncpg pool.
 
     Args:
@@ -582,11 +576,8 @@ class PostgresBackend:
         owns_pool: bool = True,
     ) -> None:
         self._pool = pool
-        self._store = store
-        self._location = location
+        super().__init__(store=store, location=location)
         self._owns_pool = owns_pool
-        self._appended = Signal()
-        self._progress = Signal()
         self._listener = _Listener(pool, notify_channel(store.config), self._appended)
         self._notifier = _Notifier(pool, notify_channel(store.config))
 
@@ -613,30 +604,15 @@ class PostgresBackend:
             )
         except Exception as err:
             raise StoreUnavailableError(
-                f"could not connect to PostgreSQL at {location}: {scrub(str(err), url)}",
+                f"could not connect to PostgreSQL at {location}: {url.scrub(str(err))}",
                 location=location,
             ) from err
         return cls(pool, store=Store(store_config, location=location), location=location)
 
     @property
-    def location(self) -> str:
-        """Where the database is; never includes a password."""
-        return self._location
-
-    @property
-    def store(self) -> Store:
-        """The event store bound to this database's tables."""
-        return self._store
-
-    @property
     def pool(self) -> asyncpg.Pool[Any]:
         """The asyncpg pool, for running your own queries."""
         return self._pool
-
-    @property
-    def progress(self) -> Signal:
-        """Fired after a projection batch commits."""
-        return self._progress
 
     def _unavailable(self, action: str, err: BaseException) -> StoreUnavailableError:
         return StoreUnavailableError(

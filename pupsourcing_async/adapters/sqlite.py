@@ -22,7 +22,6 @@ import aiosqlite
 from .. import es
 from .._async import shielded
 from .._holes import PendingHole
-from .._signals import Signal
 from .._url import DatabaseURL
 from ..errors import SchemaError, StoreUnavailableError
 from ..log import Logger, get_logger
@@ -40,7 +39,7 @@ from ._shared import (
     conflict_error,
     local_news,
 )
-from .base import CheckpointRow
+from .base import BackendBase, CheckpointRow
 
 __all__ = ["SqliteBackend", "Store", "StoreConfig", "default_store_config"]
 
@@ -506,7 +505,7 @@ class _ConnectionPool:
             await shielded(connection.close())
 
 
-class SqliteBackend:
+class SqliteBackend(BackendBase[Store]):
     """A SQLite database file reached through a small pool of aiosqlite connections.
 
     An in-memory database (``sqlite://`` or ``sqlite:///:memory:``) exists only within one
@@ -517,10 +516,7 @@ class SqliteBackend:
 
     def __init__(self, pool: _ConnectionPool, *, store: Store, location: str) -> None:
         self._pool = pool
-        self._store = store
-        self._location = location
-        self._appended = Signal()
-        self._progress = Signal()
+        super().__init__(store=store, location=location)
 
     @classmethod
     async def connect(
@@ -555,21 +551,6 @@ class SqliteBackend:
             ) from err
         await pool.release(connection)
         return cls(pool, store=Store(store_config, location=path), location=path)
-
-    @property
-    def location(self) -> str:
-        """The database file."""
-        return self._location
-
-    @property
-    def store(self) -> Store:
-        """The event store bound to this database's tables."""
-        return self._store
-
-    @property
-    def progress(self) -> Signal:
-        """Fired after a projection batch commits."""
-        return self._progress
 
     def is_transient(self, err: BaseException) -> bool:
         """Whether ``err`` is a lock held past the busy timeout or a lost file."""
