@@ -27,7 +27,14 @@ from .projection.config import ProcessorConfig
 from .projection.processor import Processor
 from .store import StoreConfig
 
-__all__ = ["Database", "HealthReport", "ProjectionHealth", "ProjectionStatus", "connect"]
+__all__ = [
+    "Connecting",
+    "Database",
+    "HealthReport",
+    "ProjectionHealth",
+    "ProjectionStatus",
+    "connect",
+]
 
 # dialect -> (adapter module, backend class, driver package, extra to install)
 _ADAPTERS = {
@@ -121,7 +128,9 @@ class Database:
         For read-your-writes: append, then ``await db.wait_for(result.global_positions[-1],
         projections=["balances"], timeout=5)``, then answer from the read model. A
         partitioned projection counts once all of its partitions' checkpoints (every
-        ``<name>_p<key>`` row a running worker has written) are at or past ``position``.
+        ``<name>_p<key>`` row a running worker has written) are at or past ``position``;
+        to wait for partitions whose workers may not have started yet, name them:
+        ``projections=["balances_p0", "balances_p1"]``.
 
         Raises:
             TimeoutError: ``timeout`` seconds passed first; the message names the
@@ -358,8 +367,9 @@ class HealthReport:
         }
 
 
-class _Connecting:
-    """What :func:`connect` returns: await it, or use it as an async context manager."""
+class Connecting:
+    """What :func:`connect` returns: await it for a :class:`Database`, or use it as an async
+    context manager that closes the database on exit."""
 
     def __init__(self, url: DatabaseURL, options: dict[str, Any]) -> None:
         self._url = url
@@ -396,7 +406,7 @@ def connect(
     max_size: int = 10,
     connect_timeout: float = 10.0,
     pool_options: Mapping[str, Any] | None = None,
-) -> _Connecting:
+) -> Connecting:
     """Open an event store database by URL.
 
     ``postgresql://user:password@host:5432/db`` (asyncpg), ``mysql://user:password@host:3306/db``
@@ -431,4 +441,4 @@ def connect(
         "connect_timeout": connect_timeout,
         "pool_options": dict(pool_options or {}),
     }
-    return _Connecting(parsed, options)
+    return Connecting(parsed, options)

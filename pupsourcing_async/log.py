@@ -3,7 +3,9 @@
 
 Every module logs to a ``pupsourcing_async.*`` logger with its context as structured
 fields (in ``extra=`` and appended to the message as ``key=value``), formatted lazily so
-a disabled level costs one check. Payloads are never logged.
+a disabled level costs one check. A record also carries ``pupsourcing_message`` (the
+message alone) and ``pupsourcing_fields`` (the fields as a dict) for JSON formatters.
+Payloads are never logged.
 """
 
 from __future__ import annotations
@@ -74,11 +76,17 @@ class _StdlibLogger:
     def _log(self, level: int, msg: str, fields: Mapping[str, object]) -> None:
         if not self._logger.isEnabledFor(level):
             return
-        extra = {key: value for key, value in fields.items() if key not in _RESERVED}
+        extra: dict[str, object] = {
+            key: value for key, value in fields.items() if key not in _RESERVED
+        }
+        # For formatters that render records themselves (JSON): the message without the
+        # appended fields, and the fields together.
+        extra["pupsourcing_message"] = msg
+        extra["pupsourcing_fields"] = dict(fields)
         if fields:
             self._logger.log(level, "%s %s", msg, _Fields(fields), extra=extra, stacklevel=3)
         else:
-            self._logger.log(level, "%s", msg, stacklevel=3)
+            self._logger.log(level, "%s", msg, extra=extra, stacklevel=3)
 
     def debug(self, msg: str, **fields: object) -> None:
         self._log(logging.DEBUG, msg, fields)

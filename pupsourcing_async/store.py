@@ -32,6 +32,8 @@ def check_identifier(name: str, what: str) -> str:
         raise ValueError(
             f"{what} must be a plain identifier ([A-Za-z_][A-Za-z0-9_]*), got {name!r}"
         )
+    if name.lower().startswith("sqlite_"):
+        raise ValueError(f"{what} must not start with sqlite_ (SQLite reserves it), got {name!r}")
     if len(name) > MAX_TABLE_NAME_LENGTH:
         raise ValueError(
             f"{what} must be at most {MAX_TABLE_NAME_LENGTH} characters, got {len(name)} ({name!r})"

@@ -238,6 +238,8 @@ def test_store_config_validates_table_names() -> None:
             StoreConfig(events_table=bad)
     with pytest.raises(ValueError, match="checkpoints_table"):
         StoreConfig(checkpoints_table="drop table x")
+    with pytest.raises(ValueError, match="sqlite_"):
+        StoreConfig(events_table="sqlite_events")
     with pytest.raises(ValueError, match="distinct"):
         StoreConfig(events_table="same", aggregate_heads_table="same")
     assert StoreConfig(events_table="_Events_2").events_table == "_Events_2"

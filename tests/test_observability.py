@@ -112,6 +112,10 @@ async def test_standard_logging_covers_appends_conflicts_batches_and_failures(
     assert conflict.levelno == logging.INFO
     lease = next(r for r in caplog.records if r.getMessage().startswith("lease taken"))
     assert lease.name == "pupsourcing_async.projection"
+    released = [r for r in caplog.records if r.getMessage().startswith("lease released")]
+    assert len(released) == 2  # after each of the two runs, the good one and the failed one
+    assert appended.__dict__["pupsourcing_message"] == "appended events"
+    assert appended.__dict__["pupsourcing_fields"]["aggregate_id"] == "acc-9"
     batch = next(r for r in caplog.records if r.getMessage().startswith("batch committed"))
     assert batch.levelno == logging.DEBUG
     failed = next(r for r in caplog.records if "handler failed" in r.getMessage())

@@ -83,6 +83,7 @@ class Processor:
                             if await self._process(lease, news, projection, name, checkpoint):
                                 return
                         finally:
+                            self._log.info("lease released", projection=name, checkpoint=checkpoint)
                             notify(observers, "lease", name, checkpoint, False)
                 except ProjectionError as err:
                     notify(observers, "failure", name, checkpoint, err)
@@ -118,8 +119,6 @@ class Processor:
                         error=f"{type(cause).__name__}: {cause}",
                     )
                     await asyncio.sleep(delay)
-                else:
-                    self._log.info("lease released", projection=name, checkpoint=checkpoint)
 
     async def _process(
         self, lease: Lease, news: News, projection: Projection, name: str, checkpoint: str
