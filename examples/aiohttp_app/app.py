@@ -1,0 +1,198 @@
+"""The aiohttp application: the FastAPI example's API, with the store in ``cleanup_ctx``.
+
+The cleanup context opens the database, starts the projection runner as a task, and
+on shutdown cancels the runner (its batch in flight rolls back) and closes the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+import pupsourcing_async
+from pupsourcing_async import Database, OptimisticConcurrencyError, es
+from pupsourcing_async.projection import ProcessorConfig, run_projections
+from pupsourcing_async.prometheus import PrometheusObserver
+
+from ..common import commands
+from ..common.bank import Balances
+from ..common.cli import Setup
+
+__all__ = ["PROJECTION", "create_app", "init_app"]
+
+PROJECTION = "aiohttp_balances"
+log = logging.getLogger("examples.aiohttp_app")
+
+
+class Services:
+    """What the handlers need, made in the cleanup context."""
+
+    def __init__(self, db: Database, balances: Balances) -> None:
+        self.db = db
+        self.balances = balances
+
+    async def account(self, account_id: str) -> web.Response:
+        rows = await self.balances.rows(self.db, [account_id])
+        if not rows:
+            return error(404, f"no account {account_id}")
+        owner, balance, events = rows[0]
+        return web.json_response(
+            {"account_id": account_id, "owner": owner, "balance": balance, "events": events}
+        )
+
+    async def after(self, account_id: str, result: es.AppendResult) -> web.Response:
+        """The account once the projection has processed ``result``: read-your-writes."""
+        try:
+            await self.db.wait_for(result.global_positions[-1], projections=[PROJECTION], timeout=5)
+        except TimeoutError:
+            return error(504, "stored, but the read model has not caught up yet")
+        return await self.account(account_id)
+
+
+SERVICES = web.AppKey("services", Services)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+routes = web.RouteTableDef()
+
+
+def error(status: int, detail: str) -> web.Response:
+    return web.json_response({"detail": detail}, status=status)
+
+
+async def field(request: web.Request, name: str) -> Any:
+    """A field of the request's JSON object, or None."""
+    try:
+        body: Any = await request.json()
+    except ValueError:
+        return None
+    return body.get(name) if isinstance(body, dict) else None
+
+
+async def amount_of(request: web.Request) -> int | None:
+    """The positive ``amount`` of a JSON body, or None."""
+    amount = await field(request, "amount")
+    return (
+        amount if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0 else None
+    )
+
+
+@routes.put("/accounts/{account_id}")
+async def open_account(request: web.Request) -> web.Response:
+    svc, account_id = request.app[SERVICES], request.match_info["account_id"]
+    owner = await field(request, "owner")
+    if not isinstance(owner, str) or not owner:
+        return error(422, "owner must be a non-empty string")
+    try:
+        result = await commands.open_account(svc.db, account_id, owner)
+    except commands.AccountExistsError as err:
+        return error(409, str(err))
+    response = await svc.after(account_id, result)
+    response.set_status(201 if response.status == 200 else response.status)
+    return response
+
+
+@routes.post("/accounts/{account_id}/deposits")
+async def deposit(request: web.Request) -> web.Response:
+    svc, account_id = request.app[SERVICES], request.match_info["account_id"]
+    amount = await amount_of(request)
+    if amount is None:
+        return error(422, "amount must be a positive whole number of cents")
+    try:
+        result = await commands.deposit(svc.db, account_id, amount)
+    except commands.AccountNotFoundError as err:
+        return error(404, str(err))
+    except OptimisticConcurrencyError:
+        return error(409, "the account changed meanwhile; try again")
+    return await svc.after(account_id, result)
+
+
+@routes.post("/accounts/{account_id}/withdrawals")
+async def withdraw(request: web.Request) -> web.Response:
+    svc, account_id = request.app[SERVICES], request.match_info["account_id"]
+    amount = await amount_of(request)
+    if amount is None:
+        return error(422, "amount must be a positive whole number of cents")
+    try:
+        result = await commands.withdraw(svc.db, account_id, amount)
+    except commands.AccountNotFoundError as err:
+        return error(404, str(err))
+    except commands.InsufficientFundsError as err:
+        return error(422, str(err))
+    except OptimisticConcurrencyError:
+        return error(409, "the account changed meanwhile; try again")
+    return await svc.after(account_id, result)
+
+
+@routes.get("/accounts/{account_id}")
+async def account(request: web.Request) -> web.Response:
+    return await request.app[SERVICES].account(request.match_info["account_id"])
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    report = await request.app[SERVICES].db.health()
+    return web.json_response(report.as_dict(), status=200 if report.ok else 503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(url: str | None = None, *, table_prefix: str = "") -> web.Application:
+    """The application on the database at ``url``.
+
+    Without ``url``: ``PUPSOURCING_URL`` from the environment, or a SQLite file in a
+    temporary directory that lives as long as the application runs.
+    """
+    app = web.Application()
+    # A registry per application, so that several apps (tests) can live in one process.
+    app[REGISTRY] = CollectorRegistry()
+    observer = PrometheusObserver(app[REGISTRY])
+
+    async def event_store(app: web.Application) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            where_url = url or os.environ.get("PUPSOURCING_URL")
+            if not where_url:
+                directory = stack.enter_context(tempfile.TemporaryDirectory())
+                where_url = f"sqlite:///{Path(directory) / 'bank.db'}"
+            where = Setup(where_url, table_prefix)
+            config = where.store_config(observers=[observer])
+            db = await stack.enter_async_context(
+                pupsourcing_async.connect(where.url, store_config=config)
+            )
+            await db.migrate()
+            balances = Balances(PROJECTION, where.table("aiohttp_balances"), db.dialect)
+            await balances.create_table(db)
+            app[SERVICES] = Services(db, balances)
+            runner = asyncio.create_task(
+                run_projections(db, [(balances, ProcessorConfig(max_poll_interval=1.0))]),
+                name="projections",
+            )
+            try:
+                yield
+            finally:
+                runner.cancel()
+                # asyncio.wait, unlike await, neither raises the cancellation we asked for
+                # nor swallows one aimed at us.
+                await asyncio.wait([runner])
+                if not runner.cancelled() and runner.exception() is not None:
+                    log.error("the projection runner had failed", exc_info=runner.exception())
+
+    app.cleanup_ctx.append(event_store)
+    app.add_routes(routes)
+    return app
+
+
+def init_app(argv: Sequence[str] | None = None) -> web.Application:
+    """For ``python -m aiohttp.web examples.aiohttp_app:init_app``: ``PUPSOURCING_URL``."""
+    return create_app()

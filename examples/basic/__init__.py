@@ -1,0 +1,1 @@
+"""The shortest tour: append, read back, project. ``python -m examples.basic``."""

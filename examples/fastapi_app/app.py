@@ -1,0 +1,188 @@
+"""The FastAPI application: accounts with read-your-writes, health and metrics.
+
+- ``PUT /accounts/{id}`` opens an account, ``POST /accounts/{id}/deposits`` and
+  ``/withdrawals`` move money: each appends, waits until the balances projection has
+  processed its event (``db.wait_for``), and answers from the read model, so the client
+  reads its own write.
+- ``GET /accounts/{id}`` answers from the read model.
+- ``GET /health`` is ``db.health()``: 503 when the database or a projection is in trouble.
+- ``GET /metrics`` is the Prometheus text format.
+
+The projection runner lives in the lifespan: a task started after the database opens
+and cancelled (its batch in flight rolled back) before it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, Field
+
+import pupsourcing_async
+from pupsourcing_async import Database, es
+from pupsourcing_async.projection import ProcessorConfig, run_projections
+from pupsourcing_async.prometheus import PrometheusObserver
+
+from ..common import commands
+from ..common.bank import Balances
+from ..common.cli import Setup
+
+__all__ = ["PROJECTION", "app", "create_app"]
+
+PROJECTION = "api_balances"
+log = logging.getLogger("examples.fastapi_app")
+
+
+class Opening(BaseModel):
+    """The body of ``PUT /accounts/{id}``."""
+
+    owner: str = Field(min_length=1, max_length=100)
+
+
+class Movement(BaseModel):
+    """The body of a deposit or withdrawal: an amount in cents."""
+
+    amount: int = Field(gt=0)
+
+
+class Account(BaseModel):
+    """An account as the read model knows it."""
+
+    account_id: str
+    owner: str
+    balance: int
+    events: int
+
+
+class Services:
+    """What the endpoints need, made in the lifespan."""
+
+    def __init__(self, db: Database, balances: Balances) -> None:
+        self.db = db
+        self.balances = balances
+
+    async def account(self, account_id: str) -> Account:
+        rows = await self.balances.rows(self.db, [account_id])
+        if not rows:
+            raise HTTPException(404, f"no account {account_id}")
+        owner, balance, events = rows[0]
+        return Account(account_id=account_id, owner=owner, balance=balance, events=events)
+
+    async def after(self, account_id: str, result: es.AppendResult) -> Account:
+        """The account once the projection has processed ``result``: read-your-writes."""
+        try:
+            await self.db.wait_for(result.global_positions[-1], projections=[PROJECTION], timeout=5)
+        except TimeoutError as err:
+            raise HTTPException(504, "stored, but the read model has not caught up yet") from err
+        return await self.account(account_id)
+
+
+def services(request: Request) -> Services:
+    """The lifespan's services, for ``Depends``."""
+    found: Services = request.app.state.services
+    return found
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+def create_app(url: str | None = None, *, table_prefix: str = "") -> FastAPI:
+    """The application on the database at ``url``.
+
+    Without ``url``: ``PUPSOURCING_URL`` from the environment, or a SQLite file in a
+    temporary directory that lives as long as the application runs.
+    """
+    # A registry per application, so that several apps (tests) can live in one process.
+    registry = CollectorRegistry()
+    metrics = PrometheusObserver(registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            where_url = url or os.environ.get("PUPSOURCING_URL")
+            if not where_url:
+                directory = stack.enter_context(tempfile.TemporaryDirectory())
+                where_url = f"sqlite:///{Path(directory) / 'bank.db'}"
+            where = Setup(where_url, table_prefix)
+            config = where.store_config(observers=[metrics])
+            db = await stack.enter_async_context(
+                pupsourcing_async.connect(where.url, store_config=config)
+            )
+            await db.migrate()
+            balances = Balances(PROJECTION, where.table("api_balances"), db.dialect)
+            await balances.create_table(db)
+            app.state.services = Services(db, balances)
+            runner = asyncio.create_task(
+                run_projections(db, [(balances, ProcessorConfig(max_poll_interval=1.0))]),
+                name="projections",
+            )
+            try:
+                yield
+            finally:
+                runner.cancel()
+                # asyncio.wait, unlike await, neither raises the cancellation we asked for
+                # nor swallows one aimed at us.
+                await asyncio.wait([runner])
+                if not runner.cancelled() and runner.exception() is not None:
+                    log.error("the projection runner had failed", exc_info=runner.exception())
+
+    app = FastAPI(title="pupsourcing_async bank", lifespan=lifespan)
+
+    @app.put("/accounts/{account_id}", status_code=201)
+    async def open_account(account_id: str, body: Opening, svc: ServicesDep) -> Account:
+        try:
+            result = await commands.open_account(svc.db, account_id, body.owner)
+        except commands.AccountExistsError as err:
+            raise HTTPException(409, str(err)) from err
+        return await svc.after(account_id, result)
+
+    @app.post("/accounts/{account_id}/deposits")
+    async def deposit(account_id: str, body: Movement, svc: ServicesDep) -> Account:
+        try:
+            result = await commands.deposit(svc.db, account_id, body.amount)
+        except commands.AccountNotFoundError as err:
+            raise HTTPException(404, str(err)) from err
+        except pupsourcing_async.OptimisticConcurrencyError as err:
+            raise HTTPException(409, "the account changed meanwhile; try again") from err
+        return await svc.after(account_id, result)
+
+    @app.post("/accounts/{account_id}/withdrawals")
+    async def withdraw(account_id: str, body: Movement, svc: ServicesDep) -> Account:
+        try:
+            result = await commands.withdraw(svc.db, account_id, body.amount)
+        except commands.AccountNotFoundError as err:
+            raise HTTPException(404, str(err)) from err
+        except commands.InsufficientFundsError as err:
+            raise HTTPException(422, str(err)) from err
+        except pupsourcing_async.OptimisticConcurrencyError as err:
+            raise HTTPException(409, "the account changed meanwhile; try again") from err
+        return await svc.after(account_id, result)
+
+    @app.get("/accounts/{account_id}")
+    async def account(account_id: str, svc: ServicesDep) -> Account:
+        return await svc.account(account_id)
+
+    @app.get("/health")
+    async def health(svc: ServicesDep) -> JSONResponse:
+        report = await svc.db.health()
+        return JSONResponse(report.as_dict(), status_code=200 if report.ok else 503)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+#: For ``uvicorn examples.fastapi_app:app``: the database comes from ``PUPSOURCING_URL``.
+app = create_app()

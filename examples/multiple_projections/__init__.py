@@ -1,0 +1,1 @@
+"""Several projections running together. ``python -m examples.multiple_projections``."""

@@ -1,0 +1,1 @@
+"""The event store on MySQL/MariaDB. ``python -m examples.mysql_basic``."""

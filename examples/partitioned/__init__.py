@@ -1,0 +1,1 @@
+"""One OS process per partition. ``python -m examples.partitioned --partitions 3``."""

@@ -1,0 +1,1 @@
+"""Adding workers to a running projection. ``python -m examples.scaling``."""

@@ -1,0 +1,1 @@
+"""Projections that see only some aggregates. ``python -m examples.scoped_projections``."""

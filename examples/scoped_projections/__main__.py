@@ -1,0 +1,156 @@
+"""``python -m examples.scoped_projections [--url URL]``: filtering by scope.
+
+A projection with no ``aggregate_types`` or ``bounded_contexts`` sees every event. One
+that declares them (a ``ScopedProjection``) is handed only the events whose aggregate
+type *and* bounded context match; an empty or absent filter means no restriction. The
+events it skips still advance its checkpoint, so it never waits on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pupsourcing_async
+from pupsourcing_async import Database, es
+from pupsourcing_async.projection import ProcessorConfig, RunMode, run_projections
+
+from ..common import orders
+from ..common.bank import account_opened, append, money_deposited, run_id
+from ..common.cli import Setup, parser, setup
+from ..common.sql import SQL
+
+
+def points_earned(account_id: str, points: int) -> es.Event:
+    """A loyalty program's Account: the same aggregate type, another bounded context."""
+    payload = json.dumps({"points": points}).encode()
+    return es.Event("Loyalty", "Account", account_id, "PointsEarned", payload)
+
+
+class AuditLog:
+    """A global projection, with no scope: every event of the log."""
+
+    def __init__(self, name: str, table: str, sql: SQL) -> None:
+        self.name = name
+        self.table = table
+        self.sql = sql
+
+    async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+        await self.sql.execute(
+            tx,
+            f"INSERT INTO {self.table} VALUES (?, ?, ?, ?)",
+            self.name,
+            event.global_position,
+            event.aggregate_id,
+            f"{event.bounded_context}/{event.aggregate_type}",
+        )
+
+    async def seen(self, db: Database, aggregate_ids: list[str]) -> Counter[str]:
+        """How many events of each ``context/type`` it handled, of the given aggregates."""
+        counts: Counter[str] = Counter()
+        async with db.transaction() as tx:
+            for aggregate_id in aggregate_ids:
+                rows = await self.sql.fetch(
+                    tx,
+                    f"SELECT kind FROM {self.table} WHERE projection = ? AND aggregate_id = ?",
+                    self.name,
+                    aggregate_id,
+                )
+                counts.update(str(kind) for (kind,) in rows)
+        return counts
+
+
+class ScopedLog(AuditLog):
+    """The same projection with a scope: the processor filters before ``handle``."""
+
+    def __init__(
+        self,
+        name: str,
+        table: str,
+        sql: SQL,
+        *,
+        aggregate_types: Sequence[str] = (),
+        bounded_contexts: Sequence[str] = (),
+    ) -> None:
+        super().__init__(name, table, sql)
+        self.aggregate_types = tuple(aggregate_types)
+        self.bounded_contexts = tuple(bounded_contexts)
+
+
+def describe(projection: AuditLog) -> str:
+    if not isinstance(projection, ScopedLog):
+        return "no scope: everything"
+    types = "/".join(projection.aggregate_types) or "any type"
+    contexts = "/".join(projection.bounded_contexts) or "any context"
+    return f"{types} in {contexts}"
+
+
+async def story(where: Setup) -> None:
+    """Append to three kinds of aggregate and run four differently scoped projections."""
+    async with pupsourcing_async.connect(where.url, store_config=where.store_config()) as db:
+        await db.migrate()
+        sql = SQL(db.dialect)
+        table = where.table("scoped_seen")
+        async with db.transaction() as tx:
+            await sql.execute(
+                tx,
+                f"CREATE TABLE IF NOT EXISTS {table} (projection VARCHAR(64) NOT NULL, "
+                "global_position BIGINT NOT NULL, aggregate_id VARCHAR(255) NOT NULL, "
+                "kind VARCHAR(255) NOT NULL, PRIMARY KEY (projection, global_position))",
+            )
+        suffix = run_id()
+        alice, order = f"acc-alice-{suffix}", f"order-1-{suffix}"
+        # The same id in another context is another aggregate: (context, type, id) names one.
+        points = alice
+        await append(db, [account_opened(alice, "Alice"), money_deposited(alice, 5_000)])
+        await append(db, [orders.order_created(order, "Alice", 2_500)])
+        await append(db, [points_earned(points, 25), points_earned(points, 10)])
+        await append(
+            db, [orders.order_paid(order, 2_500), orders.order_shipped(order, "DHL", "JD01")]
+        )
+        await append(db, [money_deposited(alice, 1_000)])
+        async with db.transaction() as tx:
+            head = await db.store.latest_global_position(tx)
+        print("Appended 3 Banking/Account, 3 Shop/Order and 2 Loyalty/Account events")
+
+        projections: list[AuditLog] = [
+            AuditLog("scoped_audit", table, sql),
+            ScopedLog(
+                "scoped_bank", table, sql, aggregate_types=["Account"], bounded_contexts=["Banking"]
+            ),
+            ScopedLog("scoped_accounts", table, sql, aggregate_types=["Account"]),
+            ScopedLog("scoped_shop", table, sql, bounded_contexts=["Shop"]),
+        ]
+        one_off = ProcessorConfig(run_mode=RunMode.ONE_OFF)
+        await run_projections(db, [(p, one_off) for p in projections])
+
+        checkpoints = {s.name: s.position for s in await db.projection_status()}
+        print(f"{'projection':<16} {'scope':<28} {'handled':<52} checkpoint")
+        for projection in projections:
+            seen = await projection.seen(db, [alice, order])
+            handled = ", ".join(f"{n} {kind}" for kind, n in sorted(seen.items()))
+            print(
+                f"{projection.name:<16} {describe(projection):<28} {handled:<52} "
+                f"{checkpoints[projection.name]}"
+            )
+        at_head = all(checkpoints[p.name] == head for p in projections)
+        print(
+            f"Every checkpoint is at the head ({head}): skipped events advance it too"
+            if at_head
+            else f"Some checkpoint is behind the head ({head})"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the story; SQLite in a temporary directory unless ``--url`` names a database."""
+    cli = parser("scoped_projections", "Projections that see only some aggregates.")
+    with setup(cli.parse_args(argv), "scoped.db") as where:
+        asyncio.run(story(where))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

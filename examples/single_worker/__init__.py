@@ -1,0 +1,2 @@
+"""One projection worker that stops gracefully on SIGINT/SIGTERM.
+``python -m examples.single_worker``."""

@@ -1,0 +1,1 @@
+"""Stop a projection mid-way and resume from its checkpoint. ``python -m examples.stop_resume``."""

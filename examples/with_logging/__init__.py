@@ -1,0 +1,2 @@
+"""Logging: the standard ``logging`` module, or a logger of your own.
+``python -m examples.with_logging``."""
