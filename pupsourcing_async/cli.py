@@ -482,6 +482,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0  # the way to stop --follow
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`events | head`): what it wanted was printed. Point stdout
+        # at nothing so the interpreter's final flush does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (UsageError, UnsupportedURLError) as err:
         print(f"{parser.prog}: error: {_one_line(err)}", file=sys.stderr)
         return 2

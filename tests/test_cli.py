@@ -297,3 +297,26 @@ def test_every_subcommand_has_help_with_examples(command: list[str]) -> None:
     result = _run(*command, "--help")
     assert result.returncode == 0
     assert "example" in result.stdout
+
+
+def test_a_reader_that_stops_early_is_no_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'many.db'}"
+
+    async def fill() -> None:
+        async with pupsourcing_async.connect(url) as db:
+            await db.migrate()
+            async with db.transaction() as tx:
+                await db.store.append(tx, es.Any(), [make_event() for _ in range(3000)])
+
+    asyncio.run(fill())  # ~300 KB of output, more than a pipe holds
+    events = subprocess.Popen(
+        [sys.executable, "-m", "pupsourcing_async.cli", "events", "--url", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert events.stdout is not None
+    events.stdout.readline()
+    events.stdout.close()  # as `| head -1` would
+    assert events.wait(timeout=30) == 0
+    assert events.stderr is not None
+    assert events.stderr.read() == b""
