@@ -607,3 +607,15 @@ async def test_a_retried_command_is_told_its_events_are_stored(db: Database) -> 
         assert caught.value.event_id == event_id
         with pytest.raises(DuplicateEventError):
             await append(db, expected, [make_event(), make_event(event_id=event_id)])
+
+
+async def test_a_large_append_with_any_continues_an_existing_stream(db: Database) -> None:
+    await append(db, es.NoStream(), [make_event(event_type="First")])
+    events = [make_event(event_type=f"E{i}") for i in range(1200)]  # several statements
+    result = await append(db, es.Any(), events)
+    assert (result.from_version, result.to_version) == (1, 1201)
+    assert result.global_positions == sorted(result.global_positions)
+    read = await read_all(db, limit=2000)
+    assert [e.aggregate_version for e in read] == list(range(1, 1202))
+    assert [e.event_type for e in read[1:]] == [e.event_type for e in events]
+    assert (await stream(db)).version == 1201

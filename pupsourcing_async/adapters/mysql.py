@@ -125,9 +125,10 @@ _INSERT_COLUMNS = (
 _ROW_PLACEHOLDERS = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _KEY = "bounded_context = %s AND aggregate_type = %s AND aggregate_id = %s"
 # A row of a multi-row INSERT: its version is a literal, or counted back from the head's
-# new version, which the head statement leaves in a session variable.
+# new version: LAST_INSERT_ID() in the statement right after the head's, or a session
+# variable the head's statement leaves for later chunks.
 _ROW_LITERAL = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-_ROW_FROM_HEAD = "(%s, %s, %s, @pupsourcing_async_head - %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_ROW_FROM_HEAD = "(%s, %s, %s, {head} - %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 def error_code(err: BaseException) -> int | None:
@@ -296,13 +297,15 @@ class Store:
             "aggregate_version, updated_at) VALUES (%s, %s, %s, {version}, %s)"
         )
         # Under Any() the head's new version is only known on the server: LAST_INSERT_ID(x)
-        # reports it (the OK packet carries it) and the next statement keeps it for the rows.
+        # reports it (the OK packet carries it) and the next statement reads it for the rows.
         self._head_any = (
             insert_head.format(version="LAST_INSERT_ID(%s)")
             + " ON DUPLICATE KEY UPDATE aggregate_version = "
             "LAST_INSERT_ID(aggregate_version + VALUES(aggregate_version)), "
-            "updated_at = VALUES(updated_at); SET @pupsourcing_async_head = LAST_INSERT_ID()"
+            "updated_at = VALUES(updated_at)"
         )
+        # Several chunks: the first one's insert resets LAST_INSERT_ID, so keep the version.
+        self._keep_head = "SET @pupsourcing_async_head = LAST_INSERT_ID()"
         self._head_new = insert_head.format(version="%s")
         self._head_exact = (
             f"UPDATE {heads} SET aggregate_version = %s, updated_at = %s "
@@ -425,13 +428,21 @@ class Store:
                         raise await self._mismatch(tx, expected, events, key)
                     statements, args = [], []
                 moved = not statements
-                skip = len(statements) and 3 + (required is None)
+                chunked = count > _EVENTS_PER_INSERT
+                if required is None and chunked:
+                    statements.append(self._keep_head)
+                # Results before the inserts': the registration's two and the head's, one
+                # more when the head's version is kept for later chunks; none when a first
+                # round trip already moved the head.
+                skip = 0 if moved else 3 + (required is None and chunked)
                 if required and count == 1:
                     statements.append(self._insert_one_exact)
                     args += (*_row_values(first, None)[4:], *key, required + 1)
                 else:
                     returning = mariadb and not consecutive
-                    for statement, chunk_args in self._inserts(key, events, required, returning):
+                    for statement, chunk_args in self._inserts(
+                        key, events, required, returning, chunked
+                    ):
                         statements.append(statement)
                         args += chunk_args
                 if not consecutive and not mariadb:
@@ -503,10 +514,12 @@ class Store:
         events: Sequence[es.Event],
         required: int | None,
         returning: bool,
+        chunked: bool,
     ) -> list[tuple[str, list[object]]]:
         """Multi-row INSERTs of ``events`` in chunks; versions literal, or from the head."""
         count = len(events)
-        template = _ROW_FROM_HEAD if required is None else _ROW_LITERAL
+        head = "@pupsourcing_async_head" if chunked else "LAST_INSERT_ID()"
+        template = _ROW_FROM_HEAD.format(head=head) if required is None else _ROW_LITERAL
         inserts = []
         for start in range(0, count, _EVENTS_PER_INSERT):
             chunk = events[start : start + _EVENTS_PER_INSERT]
