@@ -26,8 +26,9 @@ from contextlib import AbstractAsyncContextManager
 
 from . import mysql, postgres, sqlite
 from .common import FULL, QUICK, Sizes, Target
+from .latency import run_latency
 from .runner import DatabaseReport, format_machine, format_report, run_workloads
-from .workloads import REGISTRY, implemented, select
+from .workloads import REGISTRY, implemented, select, select_latency
 
 __all__ = ["DATABASES", "main", "parse_args", "run"]
 
@@ -121,6 +122,7 @@ async def run(
     sizes = QUICK if args.quick else FULL
     exact = args.expected == "exact"
     workloads = select(args.only, sizes)
+    latency_workloads = select_latency(args.only, sizes)
     emit(format_machine(sizes, args.rounds, exact))
     failed = 0
     for database in args.databases:
@@ -130,6 +132,9 @@ async def run(
             async with open_database(database, args, sizes, prefix) as target:
                 report: DatabaseReport = await run_workloads(
                     target, workloads, sizes, args.rounds, exact=exact, progress=progress
+                )
+                report.latencies = await run_latency(
+                    target, latency_workloads, sizes, args.rounds, prefix, progress=progress
                 )
         except Exception as err:
             failed += 1

@@ -8,14 +8,17 @@ and on each database's hand-written raw driver code (``bench.postgres``, ``bench
 
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
 import sys
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 from pupsourcing_async import Database, StoreConfig, es
+from pupsourcing_async.projection import ProcessorConfig, RunMode
 
 __all__ = [
     "AGGREGATE_TYPE",
@@ -25,9 +28,14 @@ __all__ = [
     "METADATA",
     "PAYLOAD_SIZE",
     "QUICK",
+    "RAW_POLL_INTERVAL",
     "SIDES",
+    "BenchProjection",
     "LibrarySide",
+    "RawBatches",
     "RawConflictError",
+    "ReadModel",
+    "Seen",
     "Side",
     "Sizes",
     "StoreSide",
@@ -37,6 +45,9 @@ __all__ = [
     "expected_version",
     "make_events",
     "payload",
+    "raw_catch_up",
+    "raw_follow",
+    "read_model_table",
     "side_configs",
 ]
 
@@ -65,6 +76,11 @@ class Sizes:
         w3_page: Events per W3 read.
         w5_events: Events of the aggregate that W5 rehydrates.
         w5_reads: Rehydrations per W5 round.
+        w4_events: Events in the log that W4's projections catch up on.
+        w4_batches: The W4 batch sizes (each with a no-op and an upsert handler).
+        w6_events: Events one W6 round appends, one per transaction, at ``w6_rate``.
+        w6_rate: W6 appends per second.
+        w6_warmup: Run an untimed W6 round per side first (``--quick`` skips it).
     """
 
     writers: int = 8
@@ -76,6 +92,11 @@ class Sizes:
     w3_page: int = 1000
     w5_events: int = 10_000
     w5_reads: int = 3
+    w4_events: int = 20_000
+    w4_batches: tuple[int, ...] = (100, 1000)
+    w6_events: int = 300
+    w6_rate: float = 100.0
+    w6_warmup: bool = True
 
     def warmup(self) -> Sizes:
         """The sizes of the untimed warm-up round (read workloads read all their data)."""
@@ -89,6 +110,11 @@ class Sizes:
             w3_page=self.w3_page,
             w5_events=self.w5_events,
             w5_reads=1,
+            w4_events=self.w4_events,
+            w4_batches=self.w4_batches,
+            w6_events=min(self.w6_events, 20),
+            w6_rate=self.w6_rate,
+            w6_warmup=self.w6_warmup,
         )
 
 
@@ -100,6 +126,10 @@ QUICK = Sizes(
     w3_events=2000,
     w5_events=1000,
     w5_reads=1,
+    w4_events=400,
+    w6_events=5,
+    w6_rate=500.0,
+    w6_warmup=False,
 )
 
 
@@ -142,6 +172,11 @@ def expected_version(exact: bool, version: int) -> es.ExpectedVersion:
     return es.Exact(version) if exact else es.Any()
 
 
+def read_model_table(prefix: str, side: Side) -> str:
+    """The name of ``side``'s W4 read-model table (one row per aggregate)."""
+    return f"{prefix}{side[0]}_readmodel"
+
+
 def side_configs(prefix: str) -> dict[Side, StoreConfig]:
     """The table names of each side, all starting with ``prefix``."""
     return {
@@ -168,6 +203,24 @@ async def cleanup(step: Awaitable[object], what: str) -> None:
 
 class RawConflictError(RuntimeError):
     """The raw side's head was not at the version its writer expected."""
+
+
+#: Called with an event's aggregate id when a W6 consumer handles it.
+Seen: TypeAlias = Callable[[str], None]
+
+#: Seconds the raw W6 consumer sleeps when a read finds nothing (it never backs off).
+RAW_POLL_INTERVAL = 0.01
+
+
+class ReadModel(Protocol):
+    """W4's read model: one row per aggregate that counts its events.
+
+    The library's handler and the raw loop call the same :meth:`upsert`, with the same
+    SQL, so the handler's own work is identical on both sides.
+    """
+
+    async def upsert(self, tx: Any, aggregate_id: str, position: int) -> None:
+        """Count one more event of ``aggregate_id`` (at ``position``), in ``tx``."""
 
 
 # --------------------------------------------------------------------------------------
@@ -212,16 +265,65 @@ class StoreSide(Protocol):
             How many events were read.
         """
 
+    async def catch_up(self, projection_name: str, batch: int, upsert: bool) -> int:
+        """Run projection ``projection_name`` over the whole log, from its checkpoint.
+
+        Each batch is one transaction: read the checkpoint, read up to ``batch`` events
+        after it, handle them, write the checkpoint. Returns once a read finds nothing.
+
+        Args:
+            projection_name: The checkpoint row (a new name starts from position 0).
+            batch: Events per batch.
+            upsert: Handle each event with :meth:`ReadModel.upsert`; else do nothing.
+
+        Returns:
+            How many events were handled.
+        """
+
+    async def follow(self, projection_name: str, seen: Seen) -> None:
+        """Consume the log as it grows, calling ``seen(aggregate_id)`` per event handled.
+
+        Runs until cancelled.
+        """
+
+
+class BenchProjection:
+    """The library side's projection for W4 and W6.
+
+    Args:
+        name: The checkpoint row.
+        read_model: Upsert its row for each event (W4's upsert handler); nothing if None.
+        seen: Called with each event's aggregate id as it is handled (W6).
+    """
+
+    def __init__(
+        self, name: str, read_model: ReadModel | None = None, seen: Seen | None = None
+    ) -> None:
+        self.name = name
+        self.handled = 0
+        self._read_model = read_model
+        self._seen = seen
+
+    async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+        """Upsert the read-model row and note the event, as configured."""
+        if self._read_model is not None:
+            await self._read_model.upsert(tx, event.aggregate_id, event.global_position)
+        if self._seen is not None:
+            self._seen(event.aggregate_id)
+        self.handled += 1
+
 
 class LibrarySide:
     """The library's side: ``db.transaction()`` and ``db.store``, the same on every database.
 
     Args:
         db: The library's database, on this side's tables.
+        read_model: The library side's read model, for W4's upsert handler.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, read_model: ReadModel) -> None:
         self.db = db
+        self.read_model = read_model
 
     async def append_singles(self, events: Sequence[es.Event], exact: bool) -> None:
         """See :meth:`StoreSide.append_singles`."""
@@ -265,19 +367,72 @@ class LibrarySide:
             )
         return len(stream)
 
+    async def catch_up(self, projection_name: str, batch: int, upsert: bool) -> int:
+        """See :meth:`StoreSide.catch_up`: a ``RunMode.ONE_OFF`` processor."""
+        projection = BenchProjection(projection_name, self.read_model if upsert else None)
+        config = ProcessorConfig(batch_size=batch, run_mode=RunMode.ONE_OFF)
+        await self.db.processor(config).run(projection)
+        return projection.handled
+
+    async def follow(self, projection_name: str, seen: Seen) -> None:
+        """See :meth:`StoreSide.follow`: a ``CONTINUOUS`` processor, default settings."""
+        await self.db.processor(ProcessorConfig()).run(BenchProjection(projection_name, seen=seen))
+
+
+class RawBatches(Protocol):
+    """What a raw side provides so that :func:`raw_catch_up` and :func:`raw_follow` can
+    run its projection batches."""
+
+    def connection(self) -> AbstractAsyncContextManager[Any]:
+        """A connection of the raw side's own, held for a whole catch-up or follow."""
+
+    async def projection_batch(
+        self, conn: Any, name: str, batch: int, upsert: bool, seen: Seen | None
+    ) -> int:
+        """One transaction: read checkpoint ``name``, read up to ``batch`` events after it,
+        handle each (upsert its read-model row, call ``seen``), write the checkpoint.
+
+        Returns:
+            How many events it read (0: nothing after the checkpoint, nothing written).
+        """
+
+
+async def raw_catch_up(raw: RawBatches, name: str, batch: int, upsert: bool) -> int:
+    """:meth:`StoreSide.catch_up` for a raw side: batches until one reads nothing."""
+    total = 0
+    async with raw.connection() as conn:
+        while count := await raw.projection_batch(conn, name, batch, upsert, None):
+            total += count
+    return total
+
+
+async def raw_follow(raw: RawBatches, name: str, seen: Seen) -> None:
+    """:meth:`StoreSide.follow` for a raw side: poll every :data:`RAW_POLL_INTERVAL`.
+
+    Batches of 100 events with a no-op handler; no back-off and no wake-ups.
+    """
+    async with raw.connection() as conn:
+        while True:
+            if not await raw.projection_batch(conn, name, 100, False, seen):
+                await asyncio.sleep(RAW_POLL_INTERVAL)
+
 
 class Target(Protocol):
     """One database, opened for a run: both sides on their own tables, and an admin link.
 
     Attributes:
         name: The database's name for the report (``PostgreSQL``, ``SQLite``, ``MariaDB``).
+        url: The database's URL, for ``pupsourcing_async.connect`` in another process.
         facts: Lines about the server and its settings, for the report.
         sides: The library side and the raw side.
+        configs: Each side's tables.
     """
 
     name: str
+    url: str
     facts: list[str]
     sides: Mapping[Side, StoreSide]
+    configs: Mapping[Side, StoreConfig]
 
     async def reset(self, side: Side) -> None:
         """Empty ``side``'s tables (restarting positions) so that each round starts alike."""

@@ -9,7 +9,10 @@ The raw side is what a careful hand-written aiomysql event store sends:
   ``INSERT`` the event (its position is ``cursor.lastrowid``) or ``executemany`` the rows
   (one multi-row ``INSERT``; ``lastrowid`` is the first position), then ``COMMIT``;
 - reads, one transaction per page or stream: ``SELECT`` every event column, ``fetchall``
-  the tuples, ``COMMIT``.
+  the tuples, ``COMMIT``;
+- projections (W4, W6), one transaction per batch on one held connection: the
+  checkpoint, the next page, per event the read-model upsert (W4's upsert handler, a
+  cursor each, as the library's handler does), the checkpoint upsert, ``COMMIT``.
 
 The raw side does not register appends in the in-flight table: that registration is
 what the library adds for gap-safe reading, and part of what this benchmark measures.
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -39,14 +42,18 @@ from .common import (
     SIDES,
     LibrarySide,
     RawConflictError,
+    Seen,
     Side,
     Sizes,
     StoreSide,
     cleanup,
+    raw_catch_up,
+    raw_follow,
+    read_model_table,
     side_configs,
 )
 
-__all__ = ["DEFAULT_URL", "MysqlTarget", "RawMysql", "open_target"]
+__all__ = ["DEFAULT_URL", "MysqlReadModel", "MysqlTarget", "RawMysql", "open_target"]
 
 DEFAULT_URL = "mysql://root@127.0.0.1:3306/test"
 
@@ -86,6 +93,9 @@ class Connection(Protocol):
     async def rollback(self) -> None:
         """ROLLBACK."""
 
+    def close(self) -> None:
+        """Close the socket at once (the server rolls back what is open)."""
+
 
 class Pool(Protocol):
     """The part of ``aiomysql.Pool`` used here."""
@@ -120,6 +130,40 @@ class RawSQL:
             f"SELECT global_position, {COLUMNS} FROM {events} WHERE bounded_context = %s "
             "AND aggregate_type = %s AND aggregate_id = %s ORDER BY aggregate_version"
         )
+        checkpoints = config.checkpoints_table
+        self.get_checkpoint = (
+            f"SELECT last_global_position FROM {checkpoints} WHERE projection_name = %s"
+        )
+        self.update_checkpoint = (
+            f"INSERT INTO {checkpoints} (projection_name, last_global_position, updated_at) "
+            "VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE "
+            "last_global_position = VALUES(last_global_position), "
+            "updated_at = VALUES(updated_at)"
+        )
+
+
+class MysqlReadModel:
+    """W4's read model on MySQL/MariaDB: one row per aggregate, upserted per event.
+
+    Args:
+        table: The read-model table.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.create = (
+            f"CREATE TABLE IF NOT EXISTS {table} (aggregate_id VARCHAR(255) PRIMARY KEY, "
+            "events BIGINT NOT NULL, last_position BIGINT NOT NULL)"
+        )
+        self.sql = (
+            f"INSERT INTO {table} (aggregate_id, events, last_position) VALUES (%s, 1, %s) "
+            "ON DUPLICATE KEY UPDATE events = events + 1, last_position = VALUES(last_position)"
+        )
+
+    async def upsert(self, tx: Any, aggregate_id: str, position: int) -> None:
+        """One cursor and one ``execute`` on ``tx`` (an aiomysql connection)."""
+        async with tx.cursor() as cursor:
+            await cursor.execute(self.sql, (aggregate_id, position))
 
 
 def raw_row(event: es.Event, version: int) -> tuple[object, ...]:
@@ -156,11 +200,13 @@ class RawMysql:
     Args:
         pool: The raw side's pool, the same size and session settings as the library's.
         sql: The statements, on the raw side's tables.
+        read_model: The raw side's read model.
     """
 
-    def __init__(self, pool: Pool, sql: RawSQL) -> None:
+    def __init__(self, pool: Pool, sql: RawSQL, read_model: MysqlReadModel) -> None:
         self.pool = pool
         self.sql = sql
+        self.read_model = read_model
 
     async def append_singles(self, events: Sequence[es.Event], exact: bool) -> None:
         """Per event: head upsert, ``INSERT`` (position = ``lastrowid``), ``COMMIT``."""
@@ -237,12 +283,59 @@ class RawMysql:
             await conn.commit()
         return len(rows)
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection held for a whole catch-up or follow; closed, not reused,
+        if the block ends in an error or a cancellation (as the library does)."""
+        async with self.pool.acquire() as conn:
+            clean = False
+            try:
+                yield conn
+                clean = True
+            finally:
+                if not clean:
+                    conn.close()
+
+    async def projection_batch(
+        self, conn: Connection, name: str, batch: int, upsert: bool, seen: Seen | None
+    ) -> int:
+        """See :meth:`bench.common.RawBatches.projection_batch`."""
+        sql = self.sql
+        try:
+            async with conn.cursor() as cursor:
+                await cursor.execute(sql.get_checkpoint, (name,))
+                found = await cursor.fetchall()
+                await cursor.execute(sql.read_page, (int(found[0][0]) if found else 0, batch))
+                rows = await cursor.fetchall()
+                for row in rows:
+                    if upsert:
+                        await self.read_model.upsert(conn, row[3], row[0])
+                    if seen is not None:
+                        seen(row[3])
+                if rows:
+                    now = datetime.now(UTC).replace(tzinfo=None)
+                    await cursor.execute(sql.update_checkpoint, (name, rows[-1][0], now))
+            await conn.commit()
+        except Exception:
+            await conn.rollback()
+            raise
+        return len(rows)
+
+    async def catch_up(self, projection_name: str, batch: int, upsert: bool) -> int:
+        """See :meth:`bench.common.StoreSide.catch_up`."""
+        return await raw_catch_up(self, projection_name, batch, upsert)
+
+    async def follow(self, projection_name: str, seen: Seen) -> None:
+        """See :meth:`bench.common.StoreSide.follow`."""
+        await raw_follow(self, projection_name, seen)
+
 
 class MysqlTarget:
     """MySQL or MariaDB opened for a run; see :class:`bench.common.Target`.
 
     Args:
         name: ``MariaDB`` or ``MySQL``.
+        url: The database's URL.
         facts: The server's version and settings.
         sides: Both sides.
         admin: A separate autocommit connection for resets and counts.
@@ -252,20 +345,22 @@ class MysqlTarget:
     def __init__(
         self,
         name: str,
+        url: str,
         facts: list[str],
         sides: Mapping[Side, StoreSide],
         admin: Connection,
         configs: Mapping[Side, StoreConfig],
     ) -> None:
         self.name = name
+        self.url = url
         self.facts = facts
         self.sides = sides
+        self.configs = configs
         self._admin = admin
-        self._configs = configs
 
     async def reset(self, side: Side) -> None:
         """``TRUNCATE`` ``side``'s tables (the library's in-flight table too)."""
-        config = self._configs[side]
+        config = self.configs[side]
         tables = [config.events_table, config.aggregate_heads_table]
         if side == "library":
             tables.append(in_flight_table(config))
@@ -276,7 +371,7 @@ class MysqlTarget:
     async def count(self, side: Side) -> int:
         """How many events ``side``'s table holds."""
         async with self._admin.cursor() as cursor:
-            await cursor.execute(f"SELECT COUNT(*) FROM {self._configs[side].events_table}")
+            await cursor.execute(f"SELECT COUNT(*) FROM {self.configs[side].events_table}")
             rows = await cursor.fetchall()
         return int(rows[0][0])
 
@@ -385,13 +480,15 @@ async def open_target(url: str, sizes: Sizes, prefix: str) -> AsyncIterator[Mysq
                     init_command=SESSION_SETUP,
                     **connect_options(url),
                 )
+                models = {side: MysqlReadModel(read_model_table(prefix, side)) for side in SIDES}
+                async with admin.cursor() as cursor:
+                    for model in models.values():
+                        await cursor.execute(model.create)
                 sides: dict[Side, StoreSide] = {
-                    "library": LibrarySide(db),
-                    "raw": RawMysql(pool, RawSQL(configs["raw"])),
+                    "library": LibrarySide(db, models["library"]),
+                    "raw": RawMysql(pool, RawSQL(configs["raw"]), models["raw"]),
                 }
-                yield MysqlTarget(
-                    name, facts, sides, admin, {side: configs[side] for side in SIDES}
-                )
+                yield MysqlTarget(name, url, facts, sides, admin, configs)
         finally:
             if pool is not None:
                 pool.close()
@@ -399,3 +496,51 @@ async def open_target(url: str, sizes: Sizes, prefix: str) -> AsyncIterator[Mysq
             admin.close()
     finally:
         await cleanup(drop_tables(url, prefix), f"MySQL tables {prefix}*")
+
+
+async def fill_log(url: str, config: StoreConfig, events: int, aggregates: int) -> None:
+    """Append ``events`` events round-robin over ``aggregates`` aggregates, server-side.
+
+    For the scale runs: one ``INSERT ... SELECT`` over a recursive counter per 100,000
+    events (about 200 bytes of JSON payload and metadata each, like the benchmark's
+    events), the aggregates' head rows to match, then ``ANALYZE TABLE``. The tables must
+    be empty.
+    """
+    admin = await _admin_connection(url)
+    try:
+        async with admin.cursor() as cursor:
+            await cursor.execute("SET time_zone = '+00:00'")
+            # Both stop recursive CTEs early by default (1000 rows here), each its own way.
+            version = str((await _query(admin, "SELECT VERSION()"))[0][0]).lower()
+            limit = (
+                "max_recursive_iterations" if "mariadb" in version else "cte_max_recursion_depth"
+            )
+            await cursor.execute(f"SET SESSION {limit} = 1000000")
+            chunk = 100_000
+            for first in range(0, events, chunk):
+                last = min(first + chunk, events) - 1
+                await cursor.execute(
+                    f"""
+INSERT INTO {config.events_table} ({COLUMNS})
+WITH RECURSIVE g(n) AS (SELECT %s UNION ALL SELECT n + 1 FROM g WHERE n < %s)
+SELECT 'Bench', 'Account', CONCAT('fill-', n MOD %s), n DIV %s + 1,
+    UNHEX(REPLACE(UUID(), '-', '')), 'MoneyDeposited', 1,
+    CAST(JSON_OBJECT('account_id', CONCAT('acc-', n), 'amount_cents', 100 + n MOD 1000,
+        'currency', 'EUR', 'memo', CONCAT('deposit ', REPEAT('x', 24)), 'seq', n) AS BINARY),
+    NULL, 'corr-fill', NULL, '{{"source":"store_bench","user_id":"u-42"}}',
+    UTC_TIMESTAMP(6)
+FROM g ORDER BY n""",
+                    (first, last, aggregates, aggregates),
+                )
+            await cursor.execute(
+                f"""
+INSERT INTO {config.aggregate_heads_table}
+    (bounded_context, aggregate_type, aggregate_id, aggregate_version, updated_at)
+SELECT bounded_context, aggregate_type, aggregate_id, MAX(aggregate_version), UTC_TIMESTAMP(6)
+FROM {config.events_table} GROUP BY bounded_context, aggregate_type, aggregate_id"""
+            )
+            for table in (config.events_table, config.aggregate_heads_table):
+                await cursor.execute(f"ANALYZE TABLE {table}")
+                await cursor.fetchall()
+    finally:
+        admin.close()

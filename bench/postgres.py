@@ -8,7 +8,10 @@ The raw side is what a careful hand-written asyncpg event store sends:
   (batches; asyncpg's ``executemany`` returns no positions);
 - reads, one transaction per page or stream: ``conn.fetch`` of every event column, with
   ``global_position > $1 ORDER BY global_position LIMIT $2`` (the log) or the aggregate's
-  key ``ORDER BY aggregate_version`` (a stream); asyncpg records, no conversion.
+  key ``ORDER BY aggregate_version`` (a stream); asyncpg records, no conversion;
+- projections (W4, W6), one transaction per batch on one held connection: ``fetchval``
+  the checkpoint, ``fetch`` the next page as above, per event the read-model upsert (W4's
+  upsert handler), then the checkpoint upsert.
 
 Both sides have asyncpg pools of the same size, and tables made by the library's own
 migration. Resets ``TRUNCATE ... RESTART IDENTITY`` the side's tables and run
@@ -22,9 +25,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 import pupsourcing_async
 from pupsourcing_async import StoreConfig, es
@@ -33,19 +37,24 @@ from .common import (
     SIDES,
     LibrarySide,
     RawConflictError,
+    Seen,
     Side,
     Sizes,
     StoreSide,
     cleanup,
+    raw_catch_up,
+    raw_follow,
+    read_model_table,
     side_configs,
 )
 
-__all__ = ["DEFAULT_URL", "PostgresTarget", "RawPostgres", "open_target"]
+__all__ = ["DEFAULT_URL", "PgReadModel", "PostgresTarget", "RawPostgres", "open_target"]
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
+Proxy: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
 COLUMNS = (
     "bounded_context, aggregate_type, aggregate_id, aggregate_version, event_id, "
@@ -85,6 +94,39 @@ WHERE global_position > $1 ORDER BY global_position LIMIT $2"""
 SELECT global_position, {COLUMNS} FROM {events}
 WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3
 ORDER BY aggregate_version"""
+        checkpoints = config.checkpoints_table
+        self.get_checkpoint = (
+            f"SELECT last_global_position FROM {checkpoints} WHERE projection_name = $1"
+        )
+        self.update_checkpoint = f"""
+INSERT INTO {checkpoints} (projection_name, last_global_position, updated_at)
+VALUES ($1, $2, now())
+ON CONFLICT (projection_name) DO UPDATE
+    SET last_global_position = EXCLUDED.last_global_position, updated_at = EXCLUDED.updated_at"""
+
+
+class PgReadModel:
+    """W4's read model on PostgreSQL: one row per aggregate, upserted per event.
+
+    Args:
+        table: The read-model table.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.create = (
+            f"CREATE TABLE IF NOT EXISTS {table} (aggregate_id TEXT PRIMARY KEY, "
+            "events BIGINT NOT NULL, last_position BIGINT NOT NULL)"
+        )
+        self.sql = (
+            f"INSERT INTO {table} AS r (aggregate_id, events, last_position) VALUES ($1, 1, $2) "
+            "ON CONFLICT (aggregate_id) DO UPDATE "
+            "SET events = r.events + 1, last_position = EXCLUDED.last_position"
+        )
+
+    async def upsert(self, tx: Any, aggregate_id: str, position: int) -> None:
+        """One ``execute`` of the upsert on ``tx`` (an asyncpg connection)."""
+        await tx.execute(self.sql, aggregate_id, position)
 
 
 def raw_row(event: es.Event, version: int) -> tuple[object, ...]:
@@ -112,11 +154,13 @@ class RawPostgres:
     Args:
         pool: The raw side's pool, the same size as the library's.
         sql: The statements, on the raw side's tables.
+        read_model: The raw side's read model.
     """
 
-    def __init__(self, pool: Pool, sql: RawSQL) -> None:
+    def __init__(self, pool: Pool, sql: RawSQL, read_model: PgReadModel) -> None:
         self.pool = pool
         self.sql = sql
+        self.read_model = read_model
 
     async def append_singles(self, events: Sequence[es.Event], exact: bool) -> None:
         """Per event, in a transaction: head upsert, then ``INSERT ... RETURNING``."""
@@ -183,36 +227,70 @@ class RawPostgres:
             )
         return len(rows)
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Proxy]:
+        """A pooled connection, held for a whole catch-up (as the library's lease is)."""
+        async with self.pool.acquire() as conn:
+            yield conn
+
+    async def projection_batch(
+        self, conn: Proxy, name: str, batch: int, upsert: bool, seen: Seen | None
+    ) -> int:
+        """See :meth:`bench.common.RawBatches.projection_batch`."""
+        sql = self.sql
+        async with conn.transaction():
+            position: int | None = await conn.fetchval(sql.get_checkpoint, name)
+            rows = await conn.fetch(sql.read_page, position or 0, batch)
+            if not rows:
+                return 0
+            for row in rows:
+                if upsert:
+                    await self.read_model.upsert(conn, row[3], row[0])
+                if seen is not None:
+                    seen(row[3])
+            await conn.execute(sql.update_checkpoint, name, rows[-1][0])
+        return len(rows)
+
+    async def catch_up(self, projection_name: str, batch: int, upsert: bool) -> int:
+        """See :meth:`bench.common.StoreSide.catch_up`."""
+        return await raw_catch_up(self, projection_name, batch, upsert)
+
+    async def follow(self, projection_name: str, seen: Seen) -> None:
+        """See :meth:`bench.common.StoreSide.follow`."""
+        await raw_follow(self, projection_name, seen)
+
 
 class PostgresTarget:
     """PostgreSQL opened for a run; see :class:`bench.common.Target`.
 
     Args:
-        name: ``PostgreSQL``.
+        url: The database's URL.
         facts: The server's version and settings.
         sides: Both sides.
         admin: A separate connection for resets and counts.
-        tables: Each side's events and heads tables.
+        configs: Each side's tables.
     """
+
+    name = "PostgreSQL"
 
     def __init__(
         self,
-        name: str,
+        url: str,
         facts: list[str],
         sides: Mapping[Side, StoreSide],
         admin: Conn,
-        tables: Mapping[Side, tuple[str, str]],
+        configs: Mapping[Side, StoreConfig],
     ) -> None:
-        self.name = name
+        self.url = url
         self.facts = facts
         self.sides = sides
+        self.configs = configs
         self._admin = admin
-        self._tables = tables
         self._checkpoint = True
 
     async def reset(self, side: Side) -> None:
         """Empty ``side``'s tables and flush dirty pages, so that each round starts alike."""
-        events, heads = self._tables[side]
+        events, heads = self.configs[side].events_table, self.configs[side].aggregate_heads_table
         await self._admin.execute(f"TRUNCATE {events}, {heads} RESTART IDENTITY")
         if self._checkpoint:
             try:
@@ -222,7 +300,9 @@ class PostgresTarget:
 
     async def count(self, side: Side) -> int:
         """How many events ``side``'s table holds."""
-        value: int = await self._admin.fetchval(f"SELECT count(*) FROM {self._tables[side][0]}")
+        value: int = await self._admin.fetchval(
+            f"SELECT count(*) FROM {self.configs[side].events_table}"
+        )
         return value
 
 
@@ -291,16 +371,52 @@ async def open_target(url: str, sizes: Sizes, prefix: str) -> AsyncIterator[Post
                 ) as pool,
             ):
                 await db.migrate()
+                models = {side: PgReadModel(read_model_table(prefix, side)) for side in SIDES}
+                for model in models.values():
+                    await admin.execute(model.create)
                 sides: dict[Side, StoreSide] = {
-                    "library": LibrarySide(db),
-                    "raw": RawPostgres(pool, RawSQL(configs["raw"])),
+                    "library": LibrarySide(db, models["library"]),
+                    "raw": RawPostgres(pool, RawSQL(configs["raw"]), models["raw"]),
                 }
-                tables = {
-                    side: (configs[side].events_table, configs[side].aggregate_heads_table)
-                    for side in SIDES
-                }
-                yield PostgresTarget("PostgreSQL", facts, sides, admin, tables)
+                yield PostgresTarget(url, facts, sides, admin, configs)
         finally:
             await admin.close()
     finally:
         await cleanup(drop_tables(url, prefix), f"PostgreSQL tables {prefix}*")
+
+
+async def fill_log(url: str, config: StoreConfig, events: int, aggregates: int) -> None:
+    """Append ``events`` events round-robin over ``aggregates`` aggregates, server-side.
+
+    For the scale runs: one ``INSERT ... SELECT FROM generate_series`` per 100,000 events
+    (about 200 bytes of JSON payload and metadata each, like the benchmark's events), the
+    aggregates' head rows to match, then ``ANALYZE``. The tables must be empty.
+    """
+    conn: Conn = await asyncpg.connect(raw_dsn(url))
+    try:
+        chunk = 100_000
+        for first in range(0, events, chunk):
+            await conn.execute(
+                f"""
+INSERT INTO {config.events_table} ({COLUMNS})
+SELECT 'Bench', 'Account', 'fill-' || (g % $3), g / $3 + 1, gen_random_uuid(),
+    'MoneyDeposited', 1,
+    convert_to(json_build_object('account_id', 'acc-' || g, 'amount_cents', 100 + g % 1000,
+        'currency', 'EUR', 'memo', 'deposit ' || repeat('x', 24), 'seq', g)::text, 'UTF8'),
+    NULL, 'corr-fill', NULL, '{{"source":"store_bench","user_id":"u-42"}}'::jsonb, now()
+FROM generate_series($1::bigint, $2::bigint) AS g ORDER BY g""",
+                first,
+                min(first + chunk, events) - 1,
+                aggregates,
+            )
+        await conn.execute(
+            f"""
+INSERT INTO {config.aggregate_heads_table}
+    (bounded_context, aggregate_type, aggregate_id, aggregate_version, updated_at)
+SELECT bounded_context, aggregate_type, aggregate_id, max(aggregate_version), now()
+FROM {config.events_table} GROUP BY 1, 2, 3"""
+        )
+        for table in (config.events_table, config.aggregate_heads_table):
+            await conn.execute(f"VACUUM ANALYZE {table}")
+    finally:
+        await conn.close()

@@ -15,10 +15,11 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 
 from .common import METADATA, SIDES, Side, Sizes, Target, WorkloadResult, payload
+from .latency import LatencyResult, format_latency
 from .workloads import RoundFn, Workload
 
 __all__ = ["DatabaseReport", "format_machine", "format_report", "run_workloads"]
@@ -32,11 +33,15 @@ class DatabaseReport:
         name: The database (``PostgreSQL``, ``SQLite``, ``MariaDB``).
         facts: Lines about the server and its settings.
         results: One entry per table row, in the order they ran.
+        latencies: One entry per latency row (W6), in the order they ran.
+        sizes: The sizes the rows ran with.
     """
 
     name: str
     facts: list[str]
     results: list[WorkloadResult]
+    latencies: list[LatencyResult] = field(default_factory=list)
+    sizes: Sizes = field(default_factory=Sizes)
 
 
 async def timed_round(target: Target, workload: Workload, side: Side, run: RoundFn) -> float:
@@ -92,7 +97,7 @@ async def run_workloads(
                     raise RuntimeError(f"{workload.label}: {side} round {number} lost events")
                 result.rates[side].append(count / elapsed)
         results.append(result)
-    return DatabaseReport(target.name, target.facts, results)
+    return DatabaseReport(target.name, target.facts, results, sizes=sizes)
 
 
 # --------------------------------------------------------------------------------------
@@ -154,14 +159,33 @@ def format_report(report: DatabaseReport) -> str:
         rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
         return "  ".join([first, *rest])
 
-    lines.append(line(header))
-    lines.append("  ".join("-" * width for width in widths))
-    lines.extend(line(row) for row in rows)
-    lines.append("")
-    lines.append("the medians are of these rounds (events/s of each round, in order):")
-    for r in report.results:
-        lines.append(f"  {r.label}")
-        for side in SIDES:
-            rates = " ".join(f"{rate:,.0f}" for rate in r.rates[side])
-            lines.append(f"    {side:<7}  {rates}")
+    if rows:
+        lines.append(line(header))
+        lines.append("  ".join("-" * width for width in widths))
+        lines.extend(line(row) for row in rows)
+        lines.extend(_catch_up_against_read(report.results))
+        lines.append("")
+        lines.append("the medians are of these rounds (events/s of each round, in order):")
+        for r in report.results:
+            lines.append(f"  {r.label}")
+            for side in SIDES:
+                rates = " ".join(f"{rate:,.0f}" for rate in r.rates[side])
+                lines.append(f"    {side:<7}  {rates}")
+    if report.latencies:
+        if rows:
+            lines.append("")
+        lines.extend(format_latency(report.latencies, report.sizes))
     return "\n".join(lines)
+
+
+def _catch_up_against_read(results: Sequence[WorkloadResult]) -> list[str]:
+    """W4's no-op catch-up against W3's raw read of a log of the same size, if both ran."""
+    reads = [r for r in results if r.label.startswith("W3 ")]
+    no_ops = [r for r in results if r.label.startswith("W4 ") and "no-op" in r.label]
+    if not reads or not no_ops or reads[0].events_per_round != no_ops[0].events_per_round:
+        return []
+    raw_read = reads[0].median("raw")
+    lines = ["", f"W4 no-op library catch-up against W3's raw read ({raw_read:,.0f} ev/s):"]
+    for r in no_ops:
+        lines.append(f"  {r.label}: {r.median('library') / raw_read:.2f}")
+    return lines

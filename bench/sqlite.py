@@ -8,7 +8,11 @@ The raw side is what a careful hand-written aiosqlite event store sends:
   in the same call) or ``executemany`` the rows (batches; no positions come back), then
   ``COMMIT``;
 - reads, one transaction per page or stream: ``BEGIN`` (deferred: a reader needs no
-  write lock), ``execute_fetchall`` of every event column as tuples, ``COMMIT``.
+  write lock), ``execute_fetchall`` of every event column as tuples, ``COMMIT``;
+- projections (W4, W6), one transaction per batch on one held connection: ``BEGIN
+  IMMEDIATE`` (the batch writes its checkpoint; the library begins every transaction so),
+  the checkpoint, the next page, per event the read-model upsert (W4's upsert handler),
+  the checkpoint upsert, ``COMMIT``.
 
 Both sides open one connection per writer (``Sizes.writers`` each, handed out last in,
 first out), in WAL mode with the same busy timeout, on one database file; each side has
@@ -28,16 +32,36 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC
+from datetime import UTC, datetime
+from typing import Any
 
 import aiosqlite
 
 import pupsourcing_async
 from pupsourcing_async import StoreConfig, es
 
-from .common import SIDES, LibrarySide, RawConflictError, Side, Sizes, StoreSide, side_configs
+from .common import (
+    SIDES,
+    LibrarySide,
+    RawConflictError,
+    Seen,
+    Side,
+    Sizes,
+    StoreSide,
+    raw_catch_up,
+    raw_follow,
+    read_model_table,
+    side_configs,
+)
 
-__all__ = ["BUSY_TIMEOUT", "RawSqlite", "SqlitePool", "SqliteTarget", "open_target"]
+__all__ = [
+    "BUSY_TIMEOUT",
+    "RawSqlite",
+    "SqlitePool",
+    "SqliteReadModel",
+    "SqliteTarget",
+    "open_target",
+]
 
 #: Seconds a writer waits for the write lock; given to the library and the raw side alike.
 BUSY_TIMEOUT = 10.0
@@ -77,6 +101,40 @@ class RawSQL:
             f"SELECT global_position, {COLUMNS} FROM {events} WHERE bounded_context = ? "
             "AND aggregate_type = ? AND aggregate_id = ? ORDER BY aggregate_version"
         )
+        checkpoints = config.checkpoints_table
+        self.get_checkpoint = (
+            f"SELECT last_global_position FROM {checkpoints} WHERE projection_name = ?"
+        )
+        self.update_checkpoint = (
+            f"INSERT INTO {checkpoints} (projection_name, last_global_position, updated_at) "
+            "VALUES (?, ?, ?) ON CONFLICT (projection_name) DO UPDATE SET "
+            "last_global_position = excluded.last_global_position, "
+            "updated_at = excluded.updated_at"
+        )
+
+
+class SqliteReadModel:
+    """W4's read model on SQLite: one row per aggregate, upserted per event.
+
+    Args:
+        table: The read-model table.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.create = (
+            f"CREATE TABLE IF NOT EXISTS {table} (aggregate_id TEXT PRIMARY KEY, "
+            "events INTEGER NOT NULL, last_position INTEGER NOT NULL)"
+        )
+        self.sql = (
+            f"INSERT INTO {table} (aggregate_id, events, last_position) VALUES (?, 1, ?) "
+            "ON CONFLICT (aggregate_id) DO UPDATE "
+            "SET events = events + 1, last_position = excluded.last_position"
+        )
+
+    async def upsert(self, tx: Any, aggregate_id: str, position: int) -> None:
+        """One ``execute`` of the upsert on ``tx`` (an aiosqlite connection)."""
+        await tx.execute(self.sql, (aggregate_id, position))
 
 
 def raw_row(event: es.Event, version: int) -> tuple[object, ...]:
@@ -152,11 +210,13 @@ class RawSqlite:
     Args:
         pool: The raw side's connections, as many as the library's.
         sql: The statements, on the raw side's tables.
+        read_model: The raw side's read model.
     """
 
-    def __init__(self, pool: SqlitePool, sql: RawSQL) -> None:
+    def __init__(self, pool: SqlitePool, sql: RawSQL, read_model: SqliteReadModel) -> None:
         self.pool = pool
         self.sql = sql
+        self.read_model = read_model
 
     async def append_singles(self, events: Sequence[es.Event], exact: bool) -> None:
         """Per event: ``BEGIN IMMEDIATE``, head upsert, ``execute_insert``, ``COMMIT``."""
@@ -242,11 +302,61 @@ class RawSqlite:
                 await conn.execute("COMMIT")
         return len(list(rows))
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A connection held for a whole catch-up or follow.
+
+        A cancelled statement still runs on the connection's thread, so a block that does
+        not end cleanly queues a ``ROLLBACK`` behind it before the connection goes back.
+        """
+        async with self.pool.acquire() as conn:
+            clean = False
+            try:
+                yield conn
+                clean = True
+            finally:
+                if not clean:
+                    with contextlib.suppress(sqlite3.OperationalError):
+                        await asyncio.shield(conn.execute("ROLLBACK"))
+
+    async def projection_batch(
+        self, conn: aiosqlite.Connection, name: str, batch: int, upsert: bool, seen: Seen | None
+    ) -> int:
+        """See :meth:`bench.common.RawBatches.projection_batch`."""
+        sql = self.sql
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = await conn.execute_fetchall(sql.get_checkpoint, (name,))
+            position: int = next(iter(found), (0,))[0]
+            rows = list(await conn.execute_fetchall(sql.read_page, (position, batch)))
+            for row in rows:
+                if upsert:
+                    await self.read_model.upsert(conn, row[3], row[0])
+                if seen is not None:
+                    seen(row[3])
+            if rows:
+                now = datetime.now(UTC).strftime(TIMESTAMP_FORMAT)
+                await conn.execute(sql.update_checkpoint, (name, rows[-1][0], now))
+        except Exception:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+        return len(rows)
+
+    async def catch_up(self, projection_name: str, batch: int, upsert: bool) -> int:
+        """See :meth:`bench.common.StoreSide.catch_up`."""
+        return await raw_catch_up(self, projection_name, batch, upsert)
+
+    async def follow(self, projection_name: str, seen: Seen) -> None:
+        """See :meth:`bench.common.StoreSide.follow`."""
+        await raw_follow(self, projection_name, seen)
+
 
 class SqliteTarget:
     """SQLite opened for a run; see :class:`bench.common.Target`.
 
     Args:
+        url: The database's URL (``sqlite:////absolute/path``).
         facts: The library version and settings.
         sides: Both sides.
         admin: A separate connection for resets and counts.
@@ -257,19 +367,21 @@ class SqliteTarget:
 
     def __init__(
         self,
+        url: str,
         facts: list[str],
         sides: Mapping[Side, StoreSide],
         admin: aiosqlite.Connection,
         configs: Mapping[Side, StoreConfig],
     ) -> None:
+        self.url = url
         self.facts = facts
         self.sides = sides
+        self.configs = configs
         self._admin = admin
-        self._configs = configs
 
     async def reset(self, side: Side) -> None:
         """Delete ``side``'s rows, restart its positions and empty the WAL."""
-        config = self._configs[side]
+        config = self.configs[side]
         admin = self._admin
         await admin.execute("BEGIN IMMEDIATE")
         await admin.execute(f"DELETE FROM {config.events_table}")
@@ -281,7 +393,7 @@ class SqliteTarget:
     async def count(self, side: Side) -> int:
         """How many events ``side``'s table holds."""
         rows = await self._admin.execute_fetchall(
-            f"SELECT count(*) FROM {self._configs[side].events_table}"
+            f"SELECT count(*) FROM {self.configs[side].events_table}"
         )
         value: int = next(iter(rows))[0]
         return value
@@ -364,12 +476,15 @@ async def open_target(path: str | None, sizes: Sizes, prefix: str) -> AsyncItera
             ) as db:
                 await db.migrate()
                 await pool.open()
+                models = {side: SqliteReadModel(read_model_table(prefix, side)) for side in SIDES}
+                for model in models.values():
+                    await admin.execute(model.create)
                 sides: dict[Side, StoreSide] = {
-                    "library": LibrarySide(db),
-                    "raw": RawSqlite(pool, RawSQL(configs["raw"])),
+                    "library": LibrarySide(db, models["library"]),
+                    "raw": RawSqlite(pool, RawSQL(configs["raw"]), models["raw"]),
                 }
                 facts = await _facts(admin, path)
-                yield SqliteTarget(facts, sides, admin, {side: configs[side] for side in SIDES})
+                yield SqliteTarget(url, facts, sides, admin, configs)
         finally:
             await pool.close()
             await admin.close()
@@ -384,3 +499,51 @@ async def open_target(path: str | None, sizes: Sizes, prefix: str) -> AsyncItera
                     f"warning: could not drop SQLite tables {prefix}* in {path}: {err!r}",
                     file=sys.stderr,
                 )
+
+
+async def fill_log(url: str, config: StoreConfig, events: int, aggregates: int) -> None:
+    """Append ``events`` events round-robin over ``aggregates`` aggregates, in SQL.
+
+    For the scale runs: one ``INSERT ... SELECT`` over a recursive counter per 100,000
+    events (about 200 bytes of JSON payload and metadata each, like the benchmark's
+    events), the aggregates' head rows to match, then ``ANALYZE``. The tables must be empty.
+    """
+    path = url.removeprefix("sqlite:///")
+    connection = await open_connection(path)
+    try:
+        chunk = 100_000
+        uuid_text = (
+            "substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-' || substr(h, 13, 4) || '-' || "
+            "substr(h, 17, 4) || '-' || substr(h, 21, 12)"
+        )
+        for first in range(0, events, chunk):
+            last = min(first + chunk, events) - 1
+            await connection.execute("BEGIN IMMEDIATE")
+            await connection.execute(
+                f"""
+WITH RECURSIVE g(n) AS (SELECT ? UNION ALL SELECT n + 1 FROM g WHERE n < ?),
+ids(n, h) AS (SELECT n, lower(hex(randomblob(16))) FROM g)
+INSERT INTO {config.events_table} ({COLUMNS})
+SELECT 'Bench', 'Account', 'fill-' || (n % ?), n / ? + 1, {uuid_text}, 'MoneyDeposited', 1,
+    CAST(json_object('account_id', 'acc-' || n, 'amount_cents', 100 + n % 1000,
+        'currency', 'EUR', 'memo', 'deposit ' || printf('%.24c', 'x'), 'seq', n) AS BLOB),
+    NULL, 'corr-fill', NULL, '{{"source":"store_bench","user_id":"u-42"}}',
+    strftime('%Y-%m-%d %H:%M:%f', 'now')
+FROM ids ORDER BY n""",
+                (first, last, aggregates, aggregates),
+            )
+            await connection.execute("COMMIT")
+        await connection.execute("BEGIN IMMEDIATE")
+        await connection.execute(
+            f"""
+INSERT INTO {config.aggregate_heads_table}
+    (bounded_context, aggregate_type, aggregate_id, aggregate_version, updated_at)
+SELECT bounded_context, aggregate_type, aggregate_id, max(aggregate_version),
+    strftime('%Y-%m-%d %H:%M:%f', 'now')
+FROM {config.events_table} GROUP BY 1, 2, 3"""
+        )
+        await connection.execute("COMMIT")
+        await connection.execute("ANALYZE")
+        await connection.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        await connection.close()

@@ -6,9 +6,11 @@ A row knows how to prepare its data (read workloads, untimed) and how to build o
 a round is a coroutine function that runs against either side (:class:`StoreSide`), so the
 library and the raw driver run exactly the same work.
 
-Adding a workload: write a builder ``(Sizes) -> list[Workload]`` and register it in
-:data:`REGISTRY` under its key. W4 and W6 are registered as planned (no builder yet):
-``--only`` names them, and refuses them with a clear message until they exist.
+W6 measures latency, not throughput: its rows are :class:`LatencyWorkload` entries, run
+by :mod:`bench.latency` and printed in a table of their own.
+
+Adding a workload: write a builder ``(Sizes) -> list[Workload]`` (or ``list[
+LatencyWorkload]``) and register it in :data:`REGISTRY` under its key.
 """
 
 from __future__ import annotations
@@ -27,7 +29,17 @@ from .common import (
     make_events,
 )
 
-__all__ = ["REGISTRY", "Round", "RoundFn", "Workload", "WorkloadSpec", "implemented", "select"]
+__all__ = [
+    "REGISTRY",
+    "LatencyWorkload",
+    "Round",
+    "RoundFn",
+    "Workload",
+    "WorkloadSpec",
+    "implemented",
+    "select",
+    "select_latency",
+]
 
 #: One side's run of one round.
 RoundFn = Callable[[StoreSide], Awaitable[None]]
@@ -58,18 +70,36 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class LatencyWorkload:
+    """One row of the latency table (W6).
+
+    Attributes:
+        key: The registry key it belongs to (``W6``).
+        label: The row's name in the table.
+        cross_process: Whether the writer runs in a process of its own (``bench.writer``)
+            rather than in the benchmark's process, beside the consumer.
+    """
+
+    key: str
+    label: str
+    cross_process: bool
+
+
+@dataclass(frozen=True)
 class WorkloadSpec:
     """A registry entry.
 
     Attributes:
         key: ``W1`` ... ``W6``.
         summary: What it measures.
-        build: Its rows for given sizes; ``None`` while it is only planned.
+        build: Its throughput rows for given sizes, if it has any.
+        latency: Its latency rows for given sizes, if it has any.
     """
 
     key: str
     summary: str
-    build: Callable[[Sizes], list[Workload]] | None
+    build: Callable[[Sizes], list[Workload]] | None = None
+    latency: Callable[[Sizes], list[LatencyWorkload]] | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -159,19 +189,24 @@ async def _load(target: Target, aggregates: Sequence[tuple[str, int, int]]) -> i
     return total
 
 
-async def _w3_prepare(target: Target, sizes: Sizes) -> None:
-    batches = -(-sizes.w3_events // _LOAD_BATCH)
+async def _load_log(target: Target, key: str, total: int) -> None:
+    """Load ``total`` events, ``_LOAD_BATCH`` per aggregate, into both sides (untimed)."""
+    batches = -(-total // _LOAD_BATCH)
     await _load(
         target,
         [
             (
-                f"w3-{index}",
-                min(_LOAD_BATCH, sizes.w3_events - index * _LOAD_BATCH),
+                f"{key}-{index}",
+                min(_LOAD_BATCH, total - index * _LOAD_BATCH),
                 index * _LOAD_BATCH,
             )
             for index in range(batches)
         ],
     )
+
+
+async def _w3_prepare(target: Target, sizes: Sizes) -> None:
+    await _load_log(target, "w3", sizes.w3_events)
 
 
 def _w3_round(sizes: Sizes, tag: str, exact: bool) -> Round:
@@ -196,6 +231,51 @@ def build_w3(sizes: Sizes) -> list[Workload]:
             _w3_prepare,
         )
     ]
+
+
+# --------------------------------------------------------------------------------------
+# W4: projection catch-up
+
+
+async def _w4_prepare(target: Target, sizes: Sizes) -> None:
+    await _load_log(target, "w4", sizes.w4_events)
+
+
+def _w4(batch: int, upsert: bool) -> Callable[[Sizes, str, bool], Round]:
+    def make_round(sizes: Sizes, tag: str, exact: bool) -> Round:
+        del exact
+        # A new checkpoint name per round: every round starts from position 0.
+        name = f"w4_{'upsert' if upsert else 'noop'}_{batch}_{tag}"
+
+        async def run(side: StoreSide) -> None:
+            handled = await side.catch_up(name, batch, upsert)
+            if handled != sizes.w4_events:
+                raise RuntimeError(f"W4 handled {handled} events, expected {sizes.w4_events}")
+
+        return sizes.w4_events, run
+
+    return make_round
+
+
+def build_w4(sizes: Sizes) -> list[Workload]:
+    """W4 rows: catch-up over one prepared log, no-op and upsert handlers, per batch size.
+
+    Only the first row loads the log; the rows run one after another and append nothing.
+    """
+    rows: list[Workload] = []
+    for upsert in (False, True):
+        for batch in sizes.w4_batches:
+            handler = "upsert a read-model row per event" if upsert else "no-op handler"
+            rows.append(
+                Workload(
+                    "W4",
+                    f"W4 catch-up ({sizes.w4_events:,} events), {handler}, batch {batch}",
+                    False,
+                    _w4(batch, upsert),
+                    None if rows else _w4_prepare,
+                )
+            )
+    return rows
 
 
 # --------------------------------------------------------------------------------------
@@ -241,46 +321,82 @@ def build_w5(sizes: Sizes) -> list[Workload]:
 
 
 # --------------------------------------------------------------------------------------
+# W6: append-to-handled latency
+
+
+def build_w6(sizes: Sizes) -> list[LatencyWorkload]:
+    """W6 rows: the writer in the consumer's process, and in a process of its own."""
+    del sizes
+    return [
+        LatencyWorkload("W6", "W6 append->handled, writer in this process", False),
+        LatencyWorkload("W6", "W6 append->handled, writer in another process", True),
+    ]
+
+
+# --------------------------------------------------------------------------------------
 # The registry
 
-#: Every workload key, in the order they run. ``build=None``: planned, not implemented.
+#: Every workload key, in the order they run.
 REGISTRY: dict[str, WorkloadSpec] = {
     spec.key: spec
     for spec in (
         WorkloadSpec("W1", "single-event appends, 1 and N concurrent writers", build_w1),
         WorkloadSpec("W2", "batch appends of 10, 100 and 1000 events, 1 writer", build_w2),
         WorkloadSpec("W3", "reading the whole log in pages", build_w3),
-        # Planned: a projection processor (RunMode.ONE_OFF) catching up over a prepared
-        # log, against a hand-written read-checkpoint/read-events/write-checkpoint loop.
-        WorkloadSpec("W4", "projection catch-up (planned, not implemented yet)", None),
+        WorkloadSpec(
+            "W4", "projection catch-up (ONE_OFF processor), no-op and upsert handlers", build_w4
+        ),
         WorkloadSpec("W5", "rehydrating one aggregate with read_aggregate_stream", build_w5),
-        # Planned: the latency from an append's commit until a CONTINUOUS projection has
-        # handled it (wake-ups: LISTEN/NOTIFY on PostgreSQL, polling elsewhere).
-        WorkloadSpec("W6", "append-to-handled latency (planned, not implemented yet)", None),
+        WorkloadSpec(
+            "W6",
+            "append-commit to handler-called latency with a CONTINUOUS processor",
+            latency=build_w6,
+        ),
     )
 }
 
 
 def implemented() -> list[str]:
     """The keys of the workloads that can run."""
-    return [key for key, spec in REGISTRY.items() if spec.build is not None]
+    return [
+        key for key, spec in REGISTRY.items() if spec.build is not None or spec.latency is not None
+    ]
 
 
-def select(keys: Sequence[str], sizes: Sizes) -> list[Workload]:
-    """The rows of the workloads ``keys``, in registry order.
-
-    Raises:
-        ValueError: a key is unknown or only planned.
-    """
+def _check(keys: Sequence[str]) -> set[str]:
     wanted = {key.upper() for key in keys}
     for key in sorted(wanted):
         spec = REGISTRY.get(key)
         if spec is None:
             raise ValueError(f"unknown workload {key}; known: {', '.join(REGISTRY)}")
-        if spec.build is None:
+        if spec.build is None and spec.latency is None:
             raise ValueError(f"{key} ({spec.summary}) cannot run yet")
+    return wanted
+
+
+def select(keys: Sequence[str], sizes: Sizes) -> list[Workload]:
+    """The throughput rows of the workloads ``keys``, in registry order.
+
+    Raises:
+        ValueError: a key is unknown or cannot run.
+    """
+    wanted = _check(keys)
     rows: list[Workload] = []
     for key, spec in REGISTRY.items():
         if key in wanted and spec.build is not None:
             rows.extend(spec.build(sizes))
+    return rows
+
+
+def select_latency(keys: Sequence[str], sizes: Sizes) -> list[LatencyWorkload]:
+    """The latency rows of the workloads ``keys``, in registry order.
+
+    Raises:
+        ValueError: a key is unknown or cannot run.
+    """
+    wanted = _check(keys)
+    rows: list[LatencyWorkload] = []
+    for key, spec in REGISTRY.items():
+        if key in wanted and spec.latency is not None:
+            rows.extend(spec.latency(sizes))
     return rows
