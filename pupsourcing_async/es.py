@@ -320,8 +320,8 @@ def validate_event(index: int, event: object, first: Event | None = None) -> Eve
             index, "event_version", f"must be between 1 and {MAX_EVENT_VERSION}, got {version}"
         )
     metadata = event.metadata
-    # The events of one append often share one metadata object: check it once.
-    if metadata is not None and (first is None or metadata is not first.metadata):
+    # The events of one append often share their metadata: check it once.
+    if metadata is not None and (first is None or metadata != first.metadata):
         _check_metadata(index, metadata)
     _check_text(index, "trace_id", event.trace_id, optional=True)
     _check_text(index, "correlation_id", event.correlation_id, optional=True)

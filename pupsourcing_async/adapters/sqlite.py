@@ -53,8 +53,6 @@ _INSERT_COLUMNS = (
     "event_version, payload, trace_id, correlation_id, causation_id, metadata, created_at"
 )
 _ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-# SQLite allows 32766 parameters per statement; 13 per event.
-_EVENTS_PER_INSERT = 2000
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -175,7 +173,11 @@ class Store:
         self._head_version = f"SELECT aggregate_version FROM {heads} WHERE {key}"
         self._head_restore = f"UPDATE {heads} SET aggregate_version = ? WHERE {key}"
         self._head_delete = f"DELETE FROM {heads} WHERE {key}"
-        self._insert_prefix = f"INSERT INTO {events} ({_INSERT_COLUMNS}) VALUES "
+        self._insert_one = f"INSERT INTO {events} ({_INSERT_COLUMNS}) VALUES {_ROW_PLACEHOLDERS}"
+        self._insert_one_returning = (
+            self._insert_one + " RETURNING global_position, aggregate_version"
+        )
+        self._delete_versions_above = f"DELETE FROM {events} WHERE {key} AND aggregate_version > ?"
         self._find_duplicate = f"SELECT event_id FROM {events} WHERE event_id IN "
         self._read_events = (
             f"SELECT {_EVENT_COLUMNS} FROM {events} WHERE global_position > ? "
@@ -309,33 +311,43 @@ class Store:
     async def _insert_events(
         self, tx: aiosqlite.Connection, first: es.Event, base: int, events: Sequence[es.Event]
     ) -> list[tuple[int, int]]:
-        rows: list[tuple[int, int]] = []
-        for start in range(0, len(events), _EVENTS_PER_INSERT):
-            chunk = events[start : start + _EVENTS_PER_INSERT]
-            params: list[object] = []
-            for offset, event in enumerate(chunk, start=start + 1):
-                params += (
-                    first.bounded_context,
-                    first.aggregate_type,
-                    first.aggregate_id,
-                    base + offset,
-                    str(event.event_id),
-                    event.event_type,
-                    event.event_version,
-                    event.payload,
-                    event.trace_id,
-                    event.correlation_id,
-                    event.causation_id,
-                    None if event.metadata is None else event.metadata.decode(),
-                    format_timestamp(event.created_at),
-                )
-            sql = (
-                self._insert_prefix
-                + ", ".join([_ROW_PLACEHOLDERS] * len(chunk))
-                + " RETURNING global_position, aggregate_version"
+        """Insert the events; their (position, version) pairs.
+
+        One event: an INSERT ... RETURNING. Several: one prepared INSERT run per row
+        (cheaper in SQLite than a long multi-row statement), then the last rowid. The
+        positions are consecutive: this transaction holds SQLite's one write lock, and an
+        AUTOINCREMENT key gives each row the next number.
+        """
+        rows = [
+            (
+                first.bounded_context,
+                first.aggregate_type,
+                first.aggregate_id,
+                base + offset,
+                str(event.event_id),
+                event.event_type,
+                event.event_version,
+                event.payload,
+                event.trace_id,
+                event.correlation_id,
+                event.causation_id,
+                None if event.metadata is None else event.metadata.decode(),
+                format_timestamp(event.created_at),
             )
-            rows += [(row[0], row[1]) for row in await tx.execute_fetchall(sql, params)]
-        return rows
+            for offset, event in enumerate(events, start=1)
+        ]
+        if len(rows) == 1:
+            returned = await tx.execute_fetchall(self._insert_one_returning, rows[0])
+            return [(row[0], row[1]) for row in returned]
+        try:
+            await tx.executemany(self._insert_one, rows)
+        except sqlite3.IntegrityError:
+            # Rows before the failing one went in: take them out with the append.
+            await tx.execute(self._delete_versions_above, (*rows[0][:3], base))
+            raise
+        last: int = next(iter(await tx.execute_fetchall("SELECT last_insert_rowid()")))[0]
+        first_position = last - len(rows) + 1
+        return [(first_position + index, base + index + 1) for index in range(len(rows))]
 
     async def _integrity_conflict(
         self,
