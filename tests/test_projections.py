@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import pytest
 
-from pupsourcing_async import Database, ProjectionError, ProjectionStoppedError, es
+from pupsourcing_async import (
+    Database,
+    ProjectionError,
+    ProjectionStoppedError,
+    StoreUnavailableError,
+    es,
+)
+from pupsourcing_async.adapters.base import Backend
 from pupsourcing_async.projection import (
     HashPartitionStrategy,
+    Processor,
     ProcessorConfig,
     Projection,
     RunMode,
@@ -222,6 +230,63 @@ async def test_retries_give_up_after_max_retries(db: Database, read_model: ReadM
     assert caught.value.projection == "recorder"
     assert isinstance(caught.value.__cause__, Down)
     assert "3 failed attempt" in str(caught.value)
+
+
+async def test_max_retries_counts_consecutive_failures_only(
+    db: Database, read_model: ReadModel
+) -> None:
+    class Blink(Exception):
+        pass
+
+    @dataclass
+    class BlinksOncePerEvent(Recorder):
+        blinked: set[int] = field(default_factory=set)
+        retryable_errors: tuple[type[Exception], ...] = (Blink,)
+
+        async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+            if event.global_position not in self.blinked:
+                self.blinked.add(event.global_position)
+                raise Blink(f"blinked at {event.global_position}")
+            await super().handle(tx, event)
+
+    stored = await append_many(db, 4)
+    config = ProcessorConfig(
+        run_mode=RunMode.ONE_OFF, batch_size=1, retry_initial_delay=0.001, max_retries=1
+    )
+    # Four failures in all, but never two in a row: a success starts the count afresh.
+    await db.processor(config).run(BlinksOncePerEvent(read_model))
+    assert [p for _, p in await read_model.rows()] == [e.global_position for e in stored]
+
+
+async def test_a_lease_that_cannot_be_had_for_a_while_is_retried(
+    db: Database, read_model: ReadModel
+) -> None:
+    # While the server restarts, even the connection for the lease cannot be had.
+    class Restarting:
+        def __init__(self, backend: Backend, refusals: int) -> None:
+            self._backend = backend
+            self.refusals = refusals
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._backend, name)
+
+        def lease(self, name: str, *, poll_interval: float, log: Any) -> Any:
+            if self.refusals:
+                self.refusals -= 1
+                raise StoreUnavailableError("the database system is starting up", location="db")
+            return self._backend.lease(name, poll_interval=poll_interval, log=log)
+
+    stored = await append_many(db, 3)
+    backend = Restarting(db.backend, refusals=2)
+    config = ProcessorConfig(run_mode=RunMode.ONE_OFF, retry_initial_delay=0.001, max_retries=2)
+    await Processor(cast(Backend, backend), config).run(Recorder(read_model))
+    assert backend.refusals == 0
+    assert [p for _, p in await read_model.rows()] == [e.global_position for e in stored]
+
+    backend = Restarting(db.backend, refusals=3)
+    with pytest.raises(ProjectionStoppedError) as caught:
+        await Processor(cast(Backend, backend), config).run(Recorder(read_model, name="other"))
+    assert isinstance(caught.value.__cause__, StoreUnavailableError)
 
 
 async def test_projection_without_a_name_is_refused(db: Database) -> None:

@@ -32,6 +32,15 @@ class _Transient(Exception):
     """A batch failed on something worth retrying; ``__cause__`` says what."""
 
 
+class _Streak:
+    """Failed attempts in a row; a batch that goes through ends the streak."""
+
+    __slots__ = ("failures",)
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+
 class Processor:
     """Runs projections with one configuration against one database.
 
@@ -70,7 +79,7 @@ class Processor:
         checkpoint = self._config.checkpoint_name(name)
         config = self._config
         observers = self._backend.store.config.observers
-        failures = 0
+        streak = _Streak()
         async with self._backend.news() as news:
             while True:
                 try:
@@ -80,7 +89,9 @@ class Processor:
                         self._log.info("lease taken", projection=name, checkpoint=checkpoint)
                         notify(observers, "lease", name, checkpoint, True)
                         try:
-                            if await self._process(lease, news, projection, name, checkpoint):
+                            if await self._process(
+                                lease, news, projection, name, checkpoint, streak
+                            ):
                                 return
                         finally:
                             self._log.info("lease released", projection=name, checkpoint=checkpoint)
@@ -89,39 +100,56 @@ class Processor:
                     notify(observers, "failure", name, checkpoint, err)
                     raise
                 except _Transient as err:
-                    cause = err.__cause__ or err
-                    failures += 1
+                    cause: BaseException = err.__cause__ or err
                     self._log.info(
                         "lease given up after a failed batch",
                         projection=name,
                         checkpoint=checkpoint,
                     )
-                    if not config.retry_transient or (
-                        config.max_retries is not None and failures > config.max_retries
-                    ):
-                        stopped = ProjectionStoppedError(
-                            f"projection {name} stopped after {failures} failed attempt(s): "
-                            f"{cause}",
-                            projection=name,
-                        )
-                        notify(observers, "failure", name, checkpoint, stopped)
-                        raise stopped from cause
-                    notify(observers, "retry", name, checkpoint, cause, failures)
-                    delay = min(
-                        config.retry_initial_delay * 2 ** (failures - 1), config.retry_max_delay
-                    )
-                    self._log.error(
-                        "batch failed on a passing database error; retrying",
-                        projection=name,
-                        checkpoint=checkpoint,
-                        attempt=failures,
-                        retry_in=round(delay, 3),
-                        error=f"{type(cause).__name__}: {cause}",
-                    )
-                    await asyncio.sleep(delay)
+                except Exception as err:
+                    # Taking the lease failed: while the database restarts, no connection
+                    # for it can be had. That passes too, so it earns the same retries.
+                    if not self._backend.is_transient(err):
+                        raise
+                    cause = err
+                streak.failures += 1
+                await self._pause_or_stop(name, checkpoint, cause, streak.failures)
+
+    async def _pause_or_stop(
+        self, name: str, checkpoint: str, cause: BaseException, failures: int
+    ) -> None:
+        """Wait before the next attempt, or raise once retries are spent."""
+        config = self._config
+        observers = self._backend.store.config.observers
+        if not config.retry_transient or (
+            config.max_retries is not None and failures > config.max_retries
+        ):
+            stopped = ProjectionStoppedError(
+                f"projection {name} stopped after {failures} failed attempt(s): {cause}",
+                projection=name,
+            )
+            notify(observers, "failure", name, checkpoint, stopped)
+            raise stopped from cause
+        notify(observers, "retry", name, checkpoint, cause, failures)
+        delay = min(config.retry_initial_delay * 2 ** (failures - 1), config.retry_max_delay)
+        self._log.error(
+            "batch failed on a passing database error; retrying",
+            projection=name,
+            checkpoint=checkpoint,
+            attempt=failures,
+            retry_in=round(delay, 3),
+            error=f"{type(cause).__name__}: {cause}",
+        )
+        await asyncio.sleep(delay)
 
     async def _process(
-        self, lease: Lease, news: News, projection: Projection, name: str, checkpoint: str
+        self,
+        lease: Lease,
+        news: News,
+        projection: Projection,
+        name: str,
+        checkpoint: str,
+        streak: _Streak,
     ) -> bool:
         """Run batches under ``lease``; True once caught up in ONE_OFF mode."""
         config = self._config
@@ -130,6 +158,7 @@ class Processor:
         while True:
             watch = news.watch()
             handled, caught_up = await self._batch(lease, projection, name, checkpoint)
+            streak.failures = 0
             if handled:
                 idle_wait = config.poll_interval
                 continue
