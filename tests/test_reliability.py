@@ -186,17 +186,16 @@ def _restart_command(dialect: str) -> list[list[str]] | None:
     if dialect == "postgres" and shutil.which("pg_ctlcluster") and Path("/etc/postgresql").is_dir():
         version = sorted(os.listdir("/etc/postgresql"))[-1]
         return [["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]]
-    if dialect == "mysql" and Path("/usr/sbin/mariadbd").exists() and shutil.which("mariadb-admin"):
+    if (
+        dialect == "mysql"
+        and Path("/usr/sbin/mariadbd").exists()
+        and shutil.which("start-stop-daemon")
+    ):
+        daemon = ["start-stop-daemon", "--exec", "/usr/sbin/mariadbd"]
+        # --retry waits until the old server has gone; a start before that is a no-op.
         return [
-            ["mariadb-admin", "-h", "127.0.0.1", "-uroot", "shutdown"],
-            [
-                "start-stop-daemon",
-                "--start",
-                "--oknodo",
-                "--background",
-                "--exec",
-                "/usr/sbin/mariadbd",
-            ],
+            [*daemon, "--stop", "--oknodo", "--retry", "TERM/60/KILL/5"],
+            [*daemon, "--start", "--oknodo", "--background"],
         ]
     return None
 
