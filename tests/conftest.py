@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Any
 import pytest
 
 import pupsourcing_async
-from pupsourcing_async import Database, StoreConfig, es
+from pupsourcing_async import Database, es
+from pupsourcing_async.testing import unique_store_config
 
 BACKENDS = ("sqlite", "postgres", "mysql")
 _ENV = {"postgres": "PUPSOURCING_TEST_POSTGRES_URL", "mysql": "PUPSOURCING_TEST_MYSQL_URL"}
@@ -106,16 +106,6 @@ def url(backend: str, containers: _Containers, tmp_path: Path) -> str:
     return backend_url(backend, containers, tmp_path)
 
 
-def unique_config() -> StoreConfig:
-    """Table names no other test uses, so tests can share one server."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    return StoreConfig(
-        events_table=f"{prefix}_events",
-        aggregate_heads_table=f"{prefix}_heads",
-        checkpoints_table=f"{prefix}_checkpoints",
-    )
-
-
 async def drop_tables(db: Database, tables: Sequence[str]) -> None:
     """Drop the given tables and any helper tables named after them."""
     async with db.transaction() as tx:
@@ -128,7 +118,7 @@ async def drop_tables(db: Database, tables: Sequence[str]) -> None:
 @pytest.fixture
 async def db(url: str) -> AsyncIterator[Database]:
     """A fresh, migrated database with table names of its own."""
-    config = unique_config()
+    config = unique_store_config()
     async with pupsourcing_async.connect(url, store_config=config, max_size=12) as database:
         await database.migrate()
         try:

@@ -22,8 +22,9 @@ from pupsourcing_async import (
 )
 from pupsourcing_async._url import parse_url, redact_url
 from pupsourcing_async.adapters import sqlite
+from pupsourcing_async.testing import unique_store_config
 
-from .conftest import _Containers, backend_url, drop_tables, make_event, unique_config
+from .conftest import _Containers, backend_url, drop_tables, make_event
 
 
 def closed_port() -> int:
@@ -191,7 +192,7 @@ async def test_missing_tables_raise_a_schema_error(
     backend: str, containers: _Containers, tmp_path: Path
 ) -> None:
     url = backend_url(backend, containers, tmp_path)
-    config = unique_config()
+    config = unique_store_config()
     async with pupsourcing_async.connect(url, store_config=config) as db:
         with pytest.raises(SchemaError) as caught:
             async with db.transaction() as tx:
@@ -208,7 +209,7 @@ async def test_migrate_is_idempotent_and_safe_to_run_concurrently(
     backend: str, containers: _Containers, tmp_path: Path
 ) -> None:
     url = backend_url(backend, containers, tmp_path)
-    config = unique_config()
+    config = unique_store_config()
     async with pupsourcing_async.connect(url, store_config=config) as db:
         try:
             await asyncio.gather(*(db.migrate() for _ in range(4)))

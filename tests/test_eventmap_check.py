@@ -14,8 +14,9 @@ import pytest
 import pupsourcing_async
 from pupsourcing_async import StoreConfig, es
 from pupsourcing_async.cli import main
+from pupsourcing_async.testing import unique_store_config
 
-from .conftest import drop_tables, unique_config
+from .conftest import drop_tables
 from .eventmap_fixtures.shop_events.customers import CustomerRegistered
 from .eventmap_fixtures.shop_events.v1.orders import OrderCreated as OrderCreatedV1
 from .eventmap_fixtures.shop_events.v1.orders import OrderPaid
@@ -74,7 +75,7 @@ async def drop(url: str, config: StoreConfig) -> None:
 @pytest.fixture
 def tables(url: str) -> Iterator[StoreConfig]:
     """Table names of this test's own on the backend's database, dropped afterwards."""
-    config = unique_config()
+    config = unique_store_config()
     yield config
     asyncio.run(drop(url, config))
 

@@ -12,6 +12,7 @@ import pytest
 
 import pupsourcing_async
 from pupsourcing_async import Database, StoreUnavailableError, es
+from pupsourcing_async.testing import unique_store_config
 
 from .conftest import (
     RawSQL,
@@ -20,7 +21,6 @@ from .conftest import (
     drop_tables,
     make_event,
     read_whole_log,
-    unique_config,
 )
 
 SERVERS = ["postgres", "mysql"]
@@ -34,7 +34,7 @@ async def _session_id(db: Database, tx: Any) -> int:
 
 async def _kill(url: str, dialect: str, session: int) -> None:
     """Kill a session from another connection, as an operator or a failover would."""
-    config = unique_config()
+    config = unique_store_config()
     async with (
         pupsourcing_async.connect(url, max_size=1, store_config=config) as admin,
         admin.transaction() as tx,
@@ -51,7 +51,7 @@ async def test_a_connection_killed_mid_transaction_loses_nothing_and_the_pool_re
     backend: str, containers: _Containers, tmp_path: Path
 ) -> None:
     url = backend_url(backend, containers, tmp_path)
-    config = unique_config()
+    config = unique_store_config()
     async with pupsourcing_async.connect(url, store_config=config, max_size=1) as db:
         await db.migrate()
         try:
@@ -85,7 +85,7 @@ async def test_an_idle_pooled_connection_killed_fails_one_call_then_works(
     backend: str, containers: _Containers, tmp_path: Path
 ) -> None:
     url = backend_url(backend, containers, tmp_path)
-    config = unique_config()
+    config = unique_store_config()
     async with pupsourcing_async.connect(url, store_config=config, max_size=1) as db:
         await db.migrate()
         try:

@@ -17,8 +17,15 @@ import pytest
 
 import pupsourcing_async
 from pupsourcing_async import OptimisticConcurrencyError, StoreConfig, es
+from pupsourcing_async.testing import unique_store_config
 
-from .conftest import RawSQL, _Containers, backend_url, drop_tables, read_whole_log, unique_config
+from .conftest import (
+    RawSQL,
+    _Containers,
+    backend_url,
+    drop_tables,
+    read_whole_log,
+)
 
 
 def go_schema(dialect: str, c: StoreConfig) -> list[str]:
@@ -105,7 +112,7 @@ async def test_rows_written_by_the_go_schema_are_read_and_continued(
     backend: str, containers: _Containers, tmp_path: Path
 ) -> None:
     url = backend_url(backend, containers, tmp_path)
-    config = unique_config()
+    config = unique_store_config()
     async with pupsourcing_async.connect(url, store_config=config) as db:
         raw = RawSQL(db.dialect)
         try:

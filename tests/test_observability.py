@@ -30,8 +30,9 @@ from pupsourcing_async.observe import AppendObservation, BatchObservation, Obser
 from pupsourcing_async.otel import OpenTelemetryObserver
 from pupsourcing_async.projection import ProcessorConfig, RunMode
 from pupsourcing_async.prometheus import PrometheusObserver
+from pupsourcing_async.testing import unique_store_config
 
-from .conftest import drop_tables, make_event, unique_config
+from .conftest import drop_tables, make_event
 
 ONE_OFF = ProcessorConfig(run_mode=RunMode.ONE_OFF)
 
@@ -50,7 +51,7 @@ class Counting:
 
 
 async def open_db(url: str, *observers: Observer, **config: Any) -> Database:
-    base = unique_config()
+    base = unique_store_config()
     store_config = StoreConfig(
         base.events_table,
         base.aggregate_heads_table,

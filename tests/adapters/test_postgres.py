@@ -11,14 +11,15 @@ import pytest
 
 import pupsourcing_async
 from pupsourcing_async import Database, es
+from pupsourcing_async.testing import unique_store_config
 
-from ..conftest import _Containers, backend_url, drop_tables, make_event, unique_config
+from ..conftest import _Containers, backend_url, drop_tables, make_event
 
 
 @pytest.fixture
 async def pg(containers: _Containers, tmp_path: Path) -> AsyncIterator[Database]:
     url = backend_url("postgres", containers, tmp_path)
-    config = unique_config()
+    config = unique_store_config()
     async with pupsourcing_async.connect(url, store_config=config) as db:
         await db.migrate()
         try:
