@@ -110,10 +110,6 @@ class HoleTracker(Generic[FenceT]):
             if not r.settled
         ]
 
-    def has_pending(self) -> bool:
-        """Whether any range waits for a proof."""
-        return any(not r.settled for r in self._ranges)
-
     def _settle(self, is_settled: Callable[[FenceT], bool]) -> None:
         # Only for reporting and pruning: delivery re-checks every fence in its own snapshot.
         for r in self._ranges:
