@@ -19,11 +19,6 @@ class Watch:
     def __init__(self, event: asyncio.Event) -> None:
         self._event = event
 
-    @property
-    def fired(self) -> bool:
-        """Whether the signal fired since this watch was taken."""
-        return self._event.is_set()
-
     async def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; whether the signal fired."""
         if self._event.is_set():

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -18,6 +19,7 @@ __all__ = [
     "AppendTracker",
     "LocalNews",
     "NoLease",
+    "as_bytes",
     "check_limit",
     "checkpoint_names",
     "check_position",
@@ -27,9 +29,16 @@ __all__ = [
     "lease_key",
     "lease_name",
     "local_news",
+    "wait_for_lock",
 ]
 
 MAX_BIGINT = 2**63 - 1
+
+
+def as_bytes(value: bytes | str | None) -> bytes | None:
+    """A stored payload or metadata as bytes: a driver, or a writer other than this
+    library, may hand back text where the library stores bytes."""
+    return value.encode() if isinstance(value, str) else value
 
 
 def check_position(name: str, value: object) -> None:
@@ -186,6 +195,19 @@ class LocalNews:
 async def local_news(signal: Signal) -> AsyncIterator[LocalNews]:
     """``Backend.news()`` for databases without notifications: polling plus local appends."""
     yield LocalNews(signal)
+
+
+async def wait_for_lock(
+    try_lock: Callable[[], Awaitable[bool]], *, checkpoint: str, poll_interval: float, log: Logger
+) -> None:
+    """Try ``try_lock`` every ``poll_interval`` seconds until it succeeds; say once that
+    another worker holds the lease."""
+    waiting = False
+    while not await try_lock():
+        if not waiting:
+            log.info("waiting for the lease held by another worker", checkpoint=checkpoint)
+            waiting = True
+        await asyncio.sleep(poll_interval)
 
 
 class NoLease:

@@ -44,6 +44,7 @@ from ..store import StoreConfig, default_store_config
 from ._shared import (
     AppendTracker,
     LocalNews,
+    as_bytes,
     check_limit,
     check_position,
     check_projection_name,
@@ -51,6 +52,7 @@ from ._shared import (
     conflict_error,
     lease_name,
     local_news,
+    wait_for_lock,
 )
 from .base import BackendBase, CheckpointRow
 
@@ -122,7 +124,6 @@ _INSERT_COLUMNS = (
     "bounded_context, aggregate_type, aggregate_id, aggregate_version, event_id, event_type, "
     "event_version, payload, trace_id, correlation_id, causation_id, metadata, created_at"
 )
-_ROW_PLACEHOLDERS = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _KEY = "bounded_context = %s AND aggregate_type = %s AND aggregate_id = %s"
 # A row of a multi-row INSERT: its version is a literal, or counted back from the head's
 # new version: LAST_INSERT_ID() in the statement right after the head's, or a session
@@ -209,10 +210,6 @@ def _timestamp(microseconds: int) -> datetime:
     return _EPOCH + timedelta(microseconds=microseconds)
 
 
-def _as_bytes(value: bytes | str | None) -> bytes | None:
-    return value.encode() if isinstance(value, str) else value
-
-
 def _event(row: Sequence[Any]) -> es.PersistedEvent:
     return es.make_persisted(
         row[1],
@@ -222,7 +219,7 @@ def _event(row: Sequence[Any]) -> es.PersistedEvent:
         row[8],
         uuid.UUID(bytes=row[5]),
         row[7],
-        _as_bytes(row[12]),
+        as_bytes(row[12]),
         row[9],
         row[10],
         row[11],
@@ -561,19 +558,23 @@ class Store:
         key: tuple[str, str, str],
     ) -> Exception:
         first = events[0]
+        event_id = await self._stored_id(cursor, events)
+        if event_id is not None:
+            return conflict_error(self._log, expected, first, actual=None, event_id=event_id)
+        await cursor.execute(self._head_version_sql, key)
+        rows = await cursor.fetchall()
+        actual = int(rows[0][0]) if rows else 0
+        return conflict_error(self._log, expected, first, actual=actual)
+
+    async def _stored_id(self, cursor: Cursor, events: Sequence[es.Event]) -> uuid.UUID | None:
+        """An id of ``events`` that is stored already, if any (looked up after a conflict,
+        so a retried command is told it already happened)."""
         ids = [event.event_id.bytes for event in events]
         await cursor.execute(
             self._duplicates + "(" + ", ".join(["%s"] * len(ids)) + ") LIMIT 1", ids
         )
         found = await cursor.fetchall()
-        if found:
-            return conflict_error(
-                self._log, expected, first, actual=None, event_id=uuid.UUID(bytes=found[0][0])
-            )
-        await cursor.execute(self._head_version_sql, key)
-        rows = await cursor.fetchall()
-        actual = int(rows[0][0]) if rows else 0
-        return conflict_error(self._log, expected, first, actual=actual)
+        return uuid.UUID(bytes=found[0][0]) if found else None
 
     async def _append_failed(
         self,
@@ -593,22 +594,15 @@ class Store:
         first, code = events[0], error_code(err)
         if code in _LOCK_ERRORS or code == _DUPLICATE_KEY:
             if code != _DEADLOCK and head_moved:
-                await cursor.execute(self._undo_head, (*key, len(events), len(events), *key))
-                while await cursor.nextset():
-                    pass
+                await _results(cursor, self._undo_head, (*key, len(events), len(events), *key))
             if code == _DUPLICATE_KEY and "event_id" in str(err):
-                ids = [event.event_id.bytes for event in events]
-                await cursor.execute(
-                    self._duplicates + "(" + ", ".join(["%s"] * len(ids)) + ") LIMIT 1", ids
-                )
-                found = await cursor.fetchall()
                 return conflict_error(
                     self._log,
                     expected,
                     first,
                     actual=None,
                     duplicate=True,
-                    event_id=uuid.UUID(bytes=found[0][0]) if found else None,
+                    event_id=await self._stored_id(cursor, events),
                 )
             if code == _DUPLICATE_KEY:
                 # The head's insert found the aggregate (NoStream), or the versions the
@@ -865,20 +859,17 @@ class MysqlBackend(BackendBase[Store]):
         with translated(self._location):
             connection = await self._pool.acquire()
         released = False
+
+        async def try_lock() -> bool:
+            async with connection.cursor() as cursor:
+                with translated(self._location):
+                    await cursor.execute("SELECT GET_LOCK(%s, 0)", (lock,))
+                    held: bool = (await cursor.fetchall())[0][0] == 1
+                    await connection.commit()
+            return held
+
         try:
-            waiting = False
-            while True:
-                async with connection.cursor() as cursor:
-                    with translated(self._location):
-                        await cursor.execute("SELECT GET_LOCK(%s, 0)", (lock,))
-                        held = (await cursor.fetchall())[0][0] == 1
-                        await connection.commit()
-                if held:
-                    break
-                if not waiting:
-                    log.info("waiting for the lease held by another worker", checkpoint=name)
-                    waiting = True
-                await asyncio.sleep(poll_interval)
+            await wait_for_lock(try_lock, checkpoint=name, poll_interval=poll_interval, log=log)
             yield _Lease(self, connection)
             async with connection.cursor() as cursor:
                 with translated(self._location):

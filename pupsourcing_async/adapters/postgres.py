@@ -41,6 +41,7 @@ from ._shared import (
     check_stream_args,
     conflict_error,
     lease_key,
+    wait_for_lock,
 )
 from .base import BackendBase, CheckpointRow
 
@@ -438,11 +439,14 @@ class Store:
             else:
                 await tx.execute(self._sql.undo_head, *key, base)
         version, duplicate = await tx.fetchrow(self._sql.conflict_facts, *key, ids) or (None, None)
-        if rows:
-            return conflict_error(
-                self._log, expected, first, actual=version or 0, duplicate=True, event_id=duplicate
-            )
-        return conflict_error(self._log, expected, first, actual=version or 0, event_id=duplicate)
+        return conflict_error(
+            self._log,
+            expected,
+            first,
+            actual=version or 0,
+            duplicate=bool(rows),
+            event_id=duplicate,
+        )
 
     async def read_events(
         self, tx: Connection, from_position: int = 0, limit: int = 100
@@ -619,6 +623,15 @@ class PostgresBackend(BackendBase[Store]):
             f"{action} on PostgreSQL at {self._location} failed: {err}", location=self._location
         )
 
+    async def _acquire(self, action: str) -> PoolConnectionProxy[Any]:
+        """A pooled connection; a server that does not answer is ``StoreUnavailableError``."""
+        try:
+            return await self._pool.acquire()
+        except Exception as err:
+            if is_unavailable(err):
+                raise self._unavailable(action, err) from err
+            raise
+
     def transaction(self) -> _Transaction:
         """A pooled connection inside a transaction; see ``Database.transaction``."""
         return _Transaction(self)
@@ -665,23 +678,16 @@ class PostgresBackend(BackendBase[Store]):
         the batch that notices fails (batches run on this same connection).
         """
         key = lease_key(self._store.config.events_table, name)
+        connection = await self._acquire("getting a connection for a lease")
+
+        async def try_lock() -> bool:
+            with translated(self._location):
+                # An advisory lock assigns no transaction id, so it never spoils a fence.
+                locked: bool = await connection.fetchval("SELECT pg_try_advisory_lock($1)", key)
+            return locked
+
         try:
-            connection = await self._pool.acquire()
-        except Exception as err:
-            if is_unavailable(err):
-                raise self._unavailable("getting a connection for a lease", err) from err
-            raise
-        try:
-            waiting = False
-            while True:
-                with translated(self._location):
-                    # An advisory lock assigns no transaction id, so it never spoils a fence.
-                    if await connection.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                        break
-                if not waiting:
-                    log.info("waiting for the lease held by another worker", checkpoint=name)
-                    waiting = True
-                await asyncio.sleep(poll_interval)
+            await wait_for_lock(try_lock, checkpoint=name, poll_interval=poll_interval, log=log)
             yield _Lease(self, connection)
         finally:
             # Releasing resets the connection, which unlocks every advisory lock it holds;
@@ -876,12 +882,7 @@ class _Transaction:
     async def __aenter__(self) -> PoolConnectionProxy[Any]:
         backend = self._backend
         if self._owned:
-            try:
-                self._connection = await backend._pool.acquire()
-            except Exception as err:
-                if is_unavailable(err):
-                    raise backend._unavailable("getting a connection", err) from err
-                raise
+            self._connection = await backend._acquire("getting a connection")
         connection = self._connection
         started = False
         try:

@@ -32,6 +32,7 @@ from ._shared import (
     AppendTracker,
     LocalNews,
     NoLease,
+    as_bytes,
     check_limit,
     check_position,
     check_projection_name,
@@ -68,14 +69,6 @@ def parse_timestamp(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _as_bytes(value: bytes | str | None) -> bytes | None:
-    # SQLite columns are dynamically typed: a writer may have stored text where we store
-    # bytes, or the reverse.
-    if isinstance(value, str):
-        return value.encode()
-    return value
-
-
 def _event(row: Sequence[Any]) -> es.PersistedEvent:
     payload = row[8]
     return es.make_persisted(
@@ -83,10 +76,10 @@ def _event(row: Sequence[Any]) -> es.PersistedEvent:
         row[2],
         row[3],
         row[6],
-        payload if isinstance(payload, bytes) else _as_bytes(payload) or b"",
+        payload if isinstance(payload, bytes) else as_bytes(payload) or b"",
         uuid.UUID(row[5]),
         row[7],
-        _as_bytes(row[12]),
+        as_bytes(row[12]),
         row[9],
         row[10],
         row[11],
