@@ -116,10 +116,13 @@ class _Progress:
         self._last = 0.0
         self._shown = False
 
+    def due(self) -> bool:
+        """Whether the next ``update`` would show, so its text is worth computing."""
+        return self._enabled and time.monotonic() - self._last >= 0.2
+
     def update(self, text: str, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if self._enabled and (force or now - self._last >= 0.2):
-            self._last = now
+        if self._enabled and (force or self.due()):
+            self._last = time.monotonic()
             self._shown = True
             self._stream.write(f"\r\x1b[K{text}")
             self._stream.flush()
@@ -232,13 +235,16 @@ async def _events(args: argparse.Namespace) -> int:
                     break
                 async with db.transaction() as tx:
                     batch = await db.store.read_events(tx, position, wanted)
-                    head = await db.store.latest_global_position(tx) if batch else position
+                    # The head is only for the progress line: not asked when none shows.
+                    show = bool(batch) and progress.due()
+                    head = await db.store.latest_global_position(tx) if show else 0
                 for event in batch:
                     print(emit(event))
                 shown += len(batch)
                 if batch:
                     position = batch[-1].global_position
-                    progress.update(f"{shown} events, at position {position} of {head}")
+                    if show:
+                        progress.update(f"{shown} events, at position {position} of {head}")
                     continue
                 if any(hole.last_position > position for hole in db.store.pending_holes()):
                     await news.wait(watch, 0.05)

@@ -199,7 +199,7 @@ def write_migration(
         FileExistsError: the file exists already.
     """
     config = config or StoreConfig()
-    statements = schema_statements(dialect, config)
+    body = schema_sql(dialect, config)
     now = datetime.now(UTC)
     name = filename or f"{now:%Y%m%d%H%M%S}_init_event_sourcing.sql"
     if not name or "/" in name or name in (".", ".."):
@@ -214,5 +214,5 @@ def write_migration(
         "-- Idempotent: every statement is CREATE ... IF NOT EXISTS.\n\n"
     )
     with path.open("x", encoding="utf-8") as file:
-        file.write(header + "".join(f"{statement};\n\n" for statement in statements))
+        file.write(header + body)
     return path

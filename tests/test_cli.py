@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -218,6 +219,31 @@ def test_events_lines_json_from_and_limit(demo_db: str, capsys: pytest.CaptureFi
     assert records[0]["event_type"] == "MoneyWithdrawn"
     assert json.loads(records[0]["payload"]) == {"amount": 20000}
     assert uuid.UUID(records[0]["event_id"])
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_events_show_progress_on_a_terminal_only_when_the_events_go_elsewhere(
+    demo_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["events", "--url", demo_db, "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 7
+    # Shown, then wiped: the line names how far it got and the head it was heading for.
+    assert "7 events, at position 7 of 7" in terminal.getvalue()
+    assert terminal.getvalue().endswith("\r\x1b[K")
+
+    # Events on the terminal too: no progress line to mix with them.
+    quiet = _Terminal()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    monkeypatch.setattr(sys, "stdout", _Terminal())
+    assert main(["events", "--url", demo_db]) == 0
+    assert quiet.getvalue() == ""
 
 
 def test_events_follow_tails_new_events_until_interrupted(tmp_path: Path) -> None:
