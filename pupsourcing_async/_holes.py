@@ -18,11 +18,11 @@ whose snapshot is older than the proof may still miss a position that has since 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["HoleTracker", "PendingHole"]
+__all__ = ["HoleTracker", "PendingHole", "hole_above"]
 
 FenceT = TypeVar("FenceT")
 
@@ -53,6 +53,12 @@ class _Range(Generic[FenceT]):
         self.fence: FenceT | None = None
         self.settled = False
         self.first_seen = time.monotonic()
+
+
+def hole_above(holes: Iterable[PendingHole], position: int) -> bool:
+    """Whether the log past ``position`` may still fill in: a reader that found nothing
+    new should look again soon rather than settle down to wait."""
+    return any(hole.last_position > position for hole in holes)
 
 
 class HoleTracker(Generic[FenceT]):

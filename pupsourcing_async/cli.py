@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from . import es
+from ._holes import hole_above
 from .adapters._shared import checkpoint_names
 from .database import connect
 from .errors import PupsourcingError, UnsupportedURLError
@@ -246,7 +247,7 @@ async def _events(args: argparse.Namespace) -> int:
                     if show:
                         progress.update(f"{shown} events, at position {position} of {head}")
                     continue
-                if any(hole.last_position > position for hole in db.store.pending_holes()):
+                if hole_above(db.store.pending_holes(), position):
                     await news.wait(watch, 0.05)
                     continue
                 if not args.follow:

@@ -30,6 +30,7 @@ from typing import Any, cast
 import pytest
 
 from . import es
+from ._holes import hole_above
 from .database import Database, connect
 from .migrations import in_flight_table
 from .projection import ProcessorConfig, Projection, RunMode
@@ -71,7 +72,7 @@ async def read_all_events(db: Database, *, after: int = 0) -> list[es.PersistedE
         if batch:
             events += batch
             position = batch[-1].global_position
-        elif not any(hole.last_position > position for hole in db.store.pending_holes()):
+        elif not hole_above(db.store.pending_holes(), position):
             return events
 
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import es
+from .._holes import hole_above
 from ..adapters.base import Backend, Lease, News
 from ..errors import ProjectionError, ProjectionStoppedError
 from ..log import Logger, get_logger
@@ -217,7 +218,7 @@ class Processor:
                         observation.head_position = await store.latest_global_position(tx)
                     events = await store.read_events(tx, position, config.batch_size)
                     if not events:
-                        pending = any(h.last_position > position for h in store.pending_holes())
+                        pending = hole_above(store.pending_holes(), position)
                         return 0, not pending
                     handled = await self._handle_all(tx, projection, name, events)
                     await store.update_checkpoint(tx, checkpoint, events[-1].global_position)
