@@ -266,6 +266,46 @@ async def test_lag_in_seconds_is_the_age_of_the_oldest_unprocessed_event(observe
     assert seen[-1] == 0
 
 
+async def test_observers_see_a_retried_handler_failure_itself(observed: Any) -> None:
+    class Blink(Exception):
+        pass
+
+    class BlinksOnce(Counting):
+        retryable_errors = (Blink,)
+        blinked = False
+
+        async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+            if not self.blinked:
+                self.blinked = True
+                raise Blink("the downstream service blinked")
+            await super().handle(tx, event)
+
+    errors: list[BaseException | None] = []
+    retried: list[BaseException] = []
+
+    class Recording(Observer):
+        @contextmanager
+        def observe_batch(self, observation: BatchObservation) -> Iterator[None]:
+            try:
+                yield
+            finally:
+                errors.append(observation.error)
+
+        def retry(
+            self, projection: str, checkpoint: str, error: BaseException, attempt: int
+        ) -> None:
+            retried.append(error)
+
+    db = await observed(Recording())
+    await append(db, es.NoStream(), make_event())
+    config = ProcessorConfig(run_mode=RunMode.ONE_OFF, retry_initial_delay=0.001)
+    await db.processor(config).run(BlinksOnce())
+    assert isinstance(errors[0], Blink)
+    assert errors[1:] == [None] * (len(errors) - 1)
+    assert len(retried) == 1
+    assert isinstance(retried[0], Blink)
+
+
 class Broken(Observer):
     def prepare_events(self, events: Any) -> Any:
         raise RuntimeError("prepare broke")

@@ -227,14 +227,11 @@ class Processor:
                     observation.events_handled = handled
                     observation.oldest_unprocessed = events[0].created_at
                     observation.to_position = events[-1].global_position
-            except ProjectionError as err:
-                if observation is not None:
-                    observation.error = err
-                raise
             except Exception as err:
                 if observation is not None:
-                    observation.error = err
-                if self._backend.is_transient(err):
+                    # A passing failure of the handler comes wrapped; observers see itself.
+                    observation.error = err.__cause__ if isinstance(err, _Transient) else err
+                if not isinstance(err, _Transient) and self._backend.is_transient(err):
                     raise _Transient from err
                 raise
             finally:
