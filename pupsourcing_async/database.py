@@ -22,7 +22,7 @@ from typing import Any
 from ._holes import PendingHole
 from ._url import DatabaseURL, parse_url
 from .adapters._shared import checkpoint_names
-from .adapters.base import AdapterStore, Backend
+from .adapters.base import AdapterStore, Backend, CheckpointRow
 from .projection.config import ProcessorConfig
 from .projection.processor import Processor
 from .store import StoreConfig
@@ -170,15 +170,19 @@ class Database:
 
     async def projection_status(self) -> list[ProjectionStatus]:
         """Every checkpoint with its lag behind the head of the log, by name."""
-        async with self.transaction() as tx:
-            head = await self.store.latest_global_position(tx)
-            rows = await self.store.list_checkpoints(tx)
+        head, rows = await self._head_and_checkpoints()
         return [
             ProjectionStatus(
                 row.name, row.position, head, max(head - row.position, 0), row.updated_at
             )
             for row in rows
         ]
+
+    async def _head_and_checkpoints(self) -> tuple[int, list[CheckpointRow]]:
+        """The head of the log and every checkpoint, read in one transaction."""
+        async with self.transaction() as tx:
+            head = await self.store.latest_global_position(tx)
+            return head, await self.store.list_checkpoints(tx)
 
     async def reset_projection(self, name: str) -> int:
         """Delete the checkpoints of projection ``name`` (all its partitions), so its next
@@ -204,12 +208,12 @@ class Database:
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
+        head: int | None = None
+        projections: list[ProjectionHealth] = []
+        error = None
         try:
-            async with self.transaction() as tx:
-                head = await self.store.latest_global_position(tx)
-                rows = await self.store.list_checkpoints(tx)
+            head, rows = await self._head_and_checkpoints()
             latency = loop.time() - started
-            projections = []
             now = datetime.now(UTC)
             for row in rows:
                 lag = max(head - row.position, 0)
@@ -227,25 +231,17 @@ class Database:
                     )
                 )
         except Exception as err:  # a health check reports trouble; it does not raise it
-            return HealthReport(
-                reachable=False,
-                dialect=self.dialect,
-                location=self.location,
-                latency=loop.time() - started,
-                head_position=None,
-                projections=[],
-                pending_holes=self.store.pending_holes(),
-                error=" ".join(str(err).split()),
-            )
+            head, projections, error = None, [], " ".join(str(err).split())
+            latency = loop.time() - started
         return HealthReport(
-            reachable=True,
+            reachable=error is None,
             dialect=self.dialect,
             location=self.location,
             latency=latency,
             head_position=head,
             projections=projections,
             pending_holes=self.store.pending_holes(),
-            error=None,
+            error=error,
         )
 
     async def close(self) -> None:
