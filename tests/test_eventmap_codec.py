@@ -288,3 +288,25 @@ def test_unsupported_field_types_are_refused_when_checked(cls: type[Any], messag
     # a refused class stays refused: nothing half-compiled is cached
     with pytest.raises(TypeError, match=message):
         codec.check_event_class(cls)
+
+
+@dataclass
+class Broken:
+    other: Referrer | None
+    bad: set[int]
+
+
+@dataclass
+class Referrer:
+    broken: Broken | None
+
+
+def test_a_refused_class_leaves_no_codec_behind_in_classes_compiled_on_its_way() -> None:
+    # Compiling Broken compiles Referrer first, which refers back to Broken before Broken
+    # is known to be bad: Referrer must not stay cached with Broken's empty codec.
+    with pytest.raises(TypeError, match=r"Broken\.bad: unsupported type set\[int\]"):
+        codec.check_event_class(Broken)
+    with pytest.raises(TypeError, match=r"Broken\.bad: unsupported type set\[int\]"):
+        codec.check_event_class(Referrer)
+    with pytest.raises(TypeError, match=r"Broken\.bad"):
+        codec.encode_payload(Referrer(Broken(None, {1})))

@@ -491,7 +491,7 @@ _SCALARS: dict[object, _Codec] = {
 }
 
 # Compiled codecs by declared type. Classes are immutable once defined, so entries never
-# go stale; a class that fails to compile is not kept.
+# go stale; a class that fails to compile is not kept, nor anything compiled on its way.
 _CODECS: dict[object, _Codec] = dict(_SCALARS)
 
 _SUPPORTED = (
@@ -566,6 +566,10 @@ def _compile_enum(cls: type[Enum], where: str) -> _Codec:
 def _compile_dataclass(cls: type[Any]) -> _Codec:
     codec = _Dataclass(cls)
     # Registered before its fields compile, so that a field may refer back to the class.
+    # Should a field fail, whatever compiled since (classes that may refer to this one's
+    # empty codec) goes too: entries are only ever appended, so they are the ones after
+    # ``mark``.
+    mark = len(_CODECS)
     _CODECS[cls] = codec
     compiled = False
     try:
@@ -586,7 +590,8 @@ def _compile_dataclass(cls: type[Any]) -> _Codec:
         compiled = True
     finally:
         if not compiled:
-            del _CODECS[cls]
+            for key in list(_CODECS)[mark:]:
+                del _CODECS[key]
     return codec
 
 
