@@ -248,7 +248,8 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
-# One decoder for every check: building a decoder per call costs more than the parse.
+# One decoder for every metadata check and payload (the event mapping's too): building a
+# decoder per call costs more than the parse.
 _JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 

@@ -49,6 +49,8 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, TypeVar
 
+from ..es import _JSON
+
 __all__ = [
     "check_event_class",
     "decode_data",
@@ -573,10 +575,7 @@ def _compile_dataclass(cls: type[Any]) -> _Codec:
     _CODECS[cls] = codec
     compiled = False
     try:
-        try:
-            hints = typing.get_type_hints(cls)
-        except (NameError, TypeError) as err:
-            raise TypeError(f"cannot resolve the type hints of {cls.__qualname__}: {err}") from err
+        hints = _type_hints(cls)
         codec.fields = tuple(
             _Field(
                 field.name,
@@ -593,6 +592,18 @@ def _compile_dataclass(cls: type[Any]) -> _Codec:
             for key in list(_CODECS)[mark:]:
                 del _CODECS[key]
     return codec
+
+
+def _type_hints(cls: type[Any]) -> dict[str, Any]:
+    """The resolved annotations of ``cls``.
+
+    Raises:
+        TypeError: one cannot be resolved (a name not in scope, say).
+    """
+    try:
+        return typing.get_type_hints(cls)
+    except (NameError, TypeError) as err:
+        raise TypeError(f"cannot resolve the type hints of {cls.__qualname__}: {err}") from err
 
 
 def _show(declared: object) -> str:
@@ -644,14 +655,6 @@ def encode_payload(event: object) -> bytes:
         encode_data(event), ensure_ascii=False, separators=(",", ":"), allow_nan=False
     )
     return text.encode("utf-8")
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-# One decoder for every payload: building a decoder per call costs more than the parse.
-_JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def parse_payload(payload: bytes) -> dict[str, Any]:

@@ -147,10 +147,7 @@ def _referenced_classes(declared: object, into: set[type[Any]]) -> None:
 
 
 def _field_classes(cls: type[Any]) -> set[type[Any]]:
-    try:
-        hints = typing.get_type_hints(cls)
-    except (NameError, TypeError) as err:
-        raise TypeError(f"cannot resolve the type hints of {cls.__qualname__}: {err}") from err
+    hints = codec._type_hints(cls)
     found: set[type[Any]] = set()
     for field in dataclasses.fields(cls):
         _referenced_classes(hints[field.name], found)

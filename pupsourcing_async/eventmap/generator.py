@@ -136,11 +136,11 @@ def generate(input_dir: Path, output_dir: Path, *, module: str | None = None) ->
     discovery = discover(input_dir, module=module)
     _check_names(discovery)
     upcasters_path = output_dir / UPCASTERS_FILE
-    existing = upcasters_path.read_text("utf-8") if upcasters_path.exists() else None
+    existing = _read(upcasters_path)
     upcasters = _Upcasters.read(existing, discovery)
     new_stubs = upcasters.missing()
     files = [
-        _file(output_dir / INIT_FILE, _read(output_dir / INIT_FILE) or "", keep=True),
+        _file(output_dir / INIT_FILE, "", keep=True),
         _file(output_dir / MAPPING_FILE, _render_mapping(discovery, upcasters.registered)),
         _file(output_dir / TEST_FILE, _render_tests(discovery, upcasters.registered)),
         _file(upcasters_path, upcasters.with_stubs(existing, new_stubs, discovery.package)),
