@@ -1,48 +1,33 @@
-"""SQLite adapter, on aiosqlite: the embedded default, no server needed.
-
-SQLite runs one writer at a time. Every transaction begins with ``BEGIN IMMEDIATE``, so
-a writer takes the write lock before it reads the aggregate's head, and concurrent
-writers on other connections wait (up to the busy timeout) instead of failing with
-"database is locked". A caller who brings their own connection must do the same.
-"""
+"""The event store on SQLite: appends, reads and checkpoints."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import aiosqlite
 
-from .. import es
-from .._async import shielded
-from .._holes import PendingHole
-from .._url import DatabaseURL
-from ..errors import SchemaError, StoreUnavailableError
-from ..log import Logger, get_logger
-from ..migrations import schema_statements
-from ..observe import observed_append
-from ..store import StoreConfig, default_store_config
-from ._shared import (
+from ... import es
+from ..._async import shielded
+from ..._holes import PendingHole
+from ...log import get_logger
+from ...observe import observed_append
+from ...store import StoreConfig, default_store_config
+from .._shared import (
     AppendTracker,
-    LocalNews,
-    NoLease,
     as_bytes,
     check_limit,
     check_position,
     check_projection_name,
     check_stream_args,
     conflict_error,
-    local_news,
 )
-from .base import BackendBase, CheckpointRow
-
-__all__ = ["SqliteBackend", "Store", "StoreConfig", "default_store_config"]
+from ..base import CheckpointRow
+from .errors import translated
+from .pool import rollback_quietly
 
 _EVENT_COLUMNS = (
     "global_position, bounded_context, aggregate_type, aggregate_id, aggregate_version, "
@@ -69,7 +54,7 @@ def parse_timestamp(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _event(row: Sequence[Any]) -> es.PersistedEvent:
+def row_event(row: Sequence[Any]) -> es.PersistedEvent:
     payload = row[8]
     return es.make_persisted(
         row[1],
@@ -87,48 +72,6 @@ def _event(row: Sequence[Any]) -> es.PersistedEvent:
         row[0],
         row[4],
     )
-
-
-def is_busy(err: BaseException) -> bool:
-    """Whether ``err`` is SQLite's "database is locked" (the busy timeout ran out)."""
-    return isinstance(err, sqlite3.OperationalError) and "locked" in str(err)
-
-
-@contextmanager
-def translated(location: str) -> Iterator[None]:
-    """Translate sqlite3's errors into this library's, naming ``location``."""
-    try:
-        yield
-    except sqlite3.OperationalError as err:
-        message = str(err)
-        if message.startswith("no such table"):
-            raise SchemaError(
-                f"{message}: the event store's tables are missing; run `await db.migrate()` "
-                "or `pupsourcing-async migrate --url URL`",
-                table=message.rpartition(" ")[2],
-            ) from err
-        if "no such column" in message or "has no column named" in message:
-            raise SchemaError(
-                f"{message}: the event store's tables do not have the expected columns"
-            ) from err
-        if is_busy(err):
-            raise StoreUnavailableError(
-                f"SQLite database {location} stayed locked by another writer past the busy "
-                f"timeout: {message}",
-                location=location,
-            ) from err
-        if "unable to open" in message or "disk I/O error" in message:
-            raise StoreUnavailableError(
-                f"SQLite database {location} is unavailable: {message}", location=location
-            ) from err
-        raise
-    except ValueError as err:
-        # aiosqlite raises ValueError("no active connection") once it is closed.
-        if "no active connection" in str(err):
-            raise StoreUnavailableError(
-                f"the connection to SQLite database {location} is closed", location=location
-            ) from err
-        raise
 
 
 class Store:
@@ -243,7 +186,7 @@ class Store:
                     await shielded(tx.execute("COMMIT"))
                 else:
                     # Queued behind a BEGIN that a cancellation may have left pending.
-                    await _rollback_quietly(tx)
+                    await rollback_quietly(tx)
             return result
 
     async def _append_in_transaction(
@@ -376,7 +319,7 @@ class Store:
         check_limit(limit)
         with translated(self._location):
             rows = await tx.execute_fetchall(self._read_events, (from_position, limit))
-        return [_event(row) for row in rows]
+        return [row_event(row) for row in rows]
 
     async def latest_global_position(self, tx: aiosqlite.Connection) -> int:
         """The highest committed global position, 0 when the log is empty."""
@@ -403,7 +346,7 @@ class Store:
                 self._stream, (bounded_context, aggregate_type, aggregate_id, low, high)
             )
         return es.Stream(
-            bounded_context, aggregate_type, aggregate_id, [_event(row) for row in rows]
+            bounded_context, aggregate_type, aggregate_id, [row_event(row) for row in rows]
         )
 
     async def get_checkpoint(self, tx: aiosqlite.Connection, projection_name: str) -> int:
@@ -447,222 +390,3 @@ class Store:
         now = format_timestamp(datetime.now(UTC))
         with translated(self._location):
             await tx.execute(self._update_checkpoint, (projection_name, position, now))
-
-
-class _ConnectionPool:
-    """A few aiosqlite connections (each runs its own thread), handed out one at a time."""
-
-    def __init__(self, path: str, *, max_size: int, busy_timeout: float) -> None:
-        self._path = path
-        self._busy_timeout_ms = int(busy_timeout * 1000)
-        self._idle: list[aiosqlite.Connection] = []
-        self._open: set[aiosqlite.Connection] = set()
-        self._slots = asyncio.Semaphore(max_size)
-        self._closed = False
-
-    async def _connect(self) -> aiosqlite.Connection:
-        # isolation_level=None: transactions are begun and ended explicitly, never implicitly.
-        connection = await aiosqlite.connect(self._path, isolation_level=None)
-        ready = False
-        try:
-            await connection.execute_fetchall(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            if self._path != ":memory:":
-                await connection.execute_fetchall("PRAGMA journal_mode = WAL")
-            ready = True
-        finally:
-            if not ready:
-                await shielded(connection.close())
-        return connection
-
-    async def acquire(self) -> aiosqlite.Connection:
-        if self._closed:
-            raise StoreUnavailableError(
-                f"the SQLite database {self._path} is closed", location=self._path
-            )
-        await self._slots.acquire()
-        connection = None
-        try:
-            connection = self._idle.pop() if self._idle else await self._connect()
-            self._open.add(connection)
-        finally:
-            if connection is None:
-                self._slots.release()
-        return connection
-
-    async def release(self, connection: aiosqlite.Connection, *, discard: bool = False) -> None:
-        """Take a connection back; one that is unfit (or comes after close) is closed.
-
-        Keeping a connection never suspends, so no cancellation can interrupt it.
-        """
-        try:
-            if discard or self._closed:
-                self._open.discard(connection)
-                await shielded(connection.close())
-            else:
-                self._idle.append(connection)
-        finally:
-            self._slots.release()
-
-    async def close(self) -> None:
-        self._closed = True
-        connections, self._open, self._idle = list(self._open), set(), []
-        for connection in connections:
-            await shielded(connection.close())
-
-
-class SqliteBackend(BackendBase[Store]):
-    """A SQLite database file reached through a small pool of aiosqlite connections.
-
-    An in-memory database (``sqlite://`` or ``sqlite:///:memory:``) exists only within one
-    connection, so it gets a pool of one.
-    """
-
-    dialect = "sqlite"
-
-    def __init__(self, pool: _ConnectionPool, *, store: Store, location: str) -> None:
-        self._pool = pool
-        super().__init__(store=store, location=location)
-
-    @classmethod
-    async def connect(
-        cls,
-        url: DatabaseURL,
-        *,
-        store_config: StoreConfig,
-        min_size: int,
-        max_size: int,
-        connect_timeout: float,
-        pool_options: Mapping[str, Any],
-    ) -> SqliteBackend:
-        """Open the database file (creating it if needed) and check that it answers."""
-        path = url.sqlite_path
-        options = dict(pool_options)
-        busy_timeout = float(options.pop("busy_timeout", 10.0))
-        if options:
-            raise TypeError(f"unknown SQLite pool options: {', '.join(sorted(options))}")
-        size = 1 if path == ":memory:" else max_size
-        pool = _ConnectionPool(path, max_size=size, busy_timeout=busy_timeout)
-        try:
-            if path != ":memory:":
-                # Open the file once without aiosqlite: when aiosqlite fails to open one,
-                # its worker thread outlives the failure and may call into a closed loop.
-                await asyncio.to_thread(_probe, path)
-            with translated(path):
-                connection = await asyncio.wait_for(pool.acquire(), connect_timeout)
-        except (sqlite3.Error, OSError, TimeoutError, StoreUnavailableError) as err:
-            await pool.close()
-            raise StoreUnavailableError(
-                f"could not open SQLite database {path}: {err}", location=path
-            ) from err
-        await pool.release(connection)
-        return cls(pool, store=Store(store_config, location=path), location=path)
-
-    def is_transient(self, err: BaseException) -> bool:
-        """Whether ``err`` is a lock held past the busy timeout or a lost file."""
-        return isinstance(err, StoreUnavailableError) or is_busy(err)
-
-    async def lease_held(self, name: str) -> None:
-        """SQLite has no leases: batches take turns under its write lock."""
-
-    @asynccontextmanager
-    async def lease(
-        self, name: str, *, poll_interval: float, log: Logger
-    ) -> AsyncIterator[NoLease]:
-        """No lock is held: every batch begins with ``BEGIN IMMEDIATE``, SQLite's one write
-        lock, and reads its checkpoint under it, so workers of one partition take turns
-        and never handle an event twice."""
-        yield NoLease(self.transaction)
-
-    def news(self) -> AbstractAsyncContextManager[LocalNews]:
-        """Wake-ups on appends committed through this database; others are polled for."""
-        return local_news(self._appended)
-
-    def transaction(self) -> _Transaction:
-        """A connection inside ``BEGIN IMMEDIATE``; see ``Database.transaction``."""
-        return _Transaction(self)
-
-    async def migrate(self) -> None:
-        """Create the tables and indexes if they do not exist."""
-        async with self.transaction() as connection:
-            with translated(self._location):
-                for statement in schema_statements("sqlite", self._store.config):
-                    await connection.execute(statement)
-
-    async def aclose(self) -> None:
-        """Close every connection."""
-        await self._pool.close()
-
-
-def _probe(path: str) -> None:
-    sqlite3.connect(path).close()
-
-
-class _Transaction:
-    """``SqliteBackend.transaction()``.
-
-    aiosqlite runs a connection's statements one after another on its own thread, and a
-    cancelled await does not stop a statement already queued there. So whenever a block
-    does not end in COMMIT, a ROLLBACK is queued behind whatever is still pending (a BEGIN
-    included) before the connection goes back to the pool.
-    """
-
-    __slots__ = ("_backend", "_connection")
-
-    def __init__(self, backend: SqliteBackend) -> None:
-        self._backend = backend
-
-    async def __aenter__(self) -> aiosqlite.Connection:
-        backend = self._backend
-        connection = await backend._pool.acquire()
-        began = False
-        try:
-            with translated(backend._location):
-                await connection.execute("BEGIN IMMEDIATE")
-            began = True
-        finally:
-            if not began:
-                settled = await _rollback_quietly(connection)
-                await backend._pool.release(connection, discard=not settled)
-        backend._store.appends.begin(connection)
-        self._connection = connection
-        return connection
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        backend, connection = self._backend, self._connection
-        appended = backend._store.appends.end(connection)
-        settled = True
-        try:
-            if exc_type is None:
-                committed = False
-                try:
-                    # Not shielded: a COMMIT queued on the connection's thread runs even if
-                    # this await is cancelled, and the ROLLBACK below then finds nothing.
-                    with translated(backend._location):
-                        await connection.execute("COMMIT")
-                    committed = True
-                finally:
-                    if not committed:
-                        settled = await _rollback_quietly(connection)
-                if appended:
-                    backend._appended.fire()
-            else:
-                settled = await _rollback_quietly(connection)
-        finally:
-            await backend._pool.release(connection, discard=not settled)
-
-
-async def _rollback_quietly(connection: aiosqlite.Connection) -> bool:
-    """Roll back whatever is open; whether the connection is fit for reuse."""
-    try:
-        await shielded(connection.execute("ROLLBACK"))
-    except sqlite3.OperationalError as err:
-        return "no transaction is active" in str(err)
-    except (sqlite3.Error, ValueError):
-        get_logger(None, "pupsourcing_async.database").debug("rollback failed")
-        return False
-    return True

@@ -1,70 +1,33 @@
-"""MySQL and MariaDB adapter, on aiomysql.
-
-Store transactions run at READ COMMITTED with the session time zone at UTC; the pool
-that ``connect`` opens sets both on every connection. REPEATABLE READ would make
-appends to different new aggregates deadlock on gap locks, and would let a reader work
-from a snapshot older than the proof that a hole is dead (such a reader then never
-passes a hole rather than risk skipping an event).
-
-Gap safety uses a registration fence, because MySQL exposes no snapshot horizon. Every
-append first inserts and deletes a row in ``<events_table>_in_flight``; InnoDB keeps
-the deleted row locked until the append's transaction ends, and the append draws its
-positions only after registering. A reader that sees a hole registers too, after the
-read: its registration id is the fence, larger than that of any append that could own
-the hole. A later read first takes a ``NOWAIT`` locking read of every registration
-below the fence. If no row there is locked, every such append has ended, and a hole
-still missing in a snapshot taken afterwards was rolled back.
-"""
+"""The event store on MySQL and MariaDB: appends, gap-safe reads and checkpoints."""
 
 from __future__ import annotations
 
-import asyncio
-import re
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any, Protocol
-from urllib.parse import parse_qs, unquote
 
-import aiomysql
 import pymysql.err
 
-from .. import es, projection
-from .._async import shielded
-from .._holes import HoleTracker, PendingHole
-from .._url import DatabaseURL
-from ..errors import InvalidEventError, SchemaError, StoreUnavailableError
-from ..log import Logger, get_logger
-from ..migrations import in_flight_table, schema_statements
-from ..observe import observed_append
-from ..projection.config import ProcessorConfig
-from ..store import StoreConfig, default_store_config
-from ._shared import (
+from ... import es
+from ..._holes import HoleTracker, PendingHole
+from ...errors import InvalidEventError
+from ...log import get_logger
+from ...migrations import in_flight_table
+from ...observe import observed_append
+from ...store import StoreConfig, default_store_config
+from .._shared import (
     AppendTracker,
-    LocalNews,
     as_bytes,
     check_limit,
     check_position,
     check_projection_name,
     check_stream_args,
     conflict_error,
-    lease_name,
-    local_news,
-    wait_for_lock,
 )
-from .base import BackendBase, CheckpointRow
-
-__all__ = [
-    "SESSION_SETUP",
-    "Connection",
-    "MysqlBackend",
-    "Processor",
-    "Store",
-    "StoreConfig",
-    "default_store_config",
-]
+from ..base import CheckpointRow
+from .errors import DEADLOCK, DUPLICATE_KEY, LOCK_ERRORS, error_code, is_unavailable, translated
+from .sql import EVENT_COLUMNS, INSERT_COLUMNS, KEY, ROW_FROM_HEAD, ROW_LITERAL
 
 
 class Cursor(Protocol):
@@ -94,91 +57,12 @@ class Connection(Protocol):
     def get_server_info(self) -> str: ...
 
 
-# Session settings every store connection needs (see the module docstring).
-SESSION_SETUP = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET time_zone = '+00:00'"
-
-# Error codes after which the connection is gone or the server refuses work for now.
-_UNAVAILABLE_CODES = frozenset(
-    {1040, 1053, 1077, 1152, 1158, 1159, 1160, 1161, 1317, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
-)
-_DUPLICATE_KEY = 1062
-_LOCK_ERRORS = frozenset({1205, 1213, 3572})  # lock wait timeout, deadlock, NOWAIT conflict
-_DEADLOCK = 1213
-_NO_SUCH_TABLE = 1146
-_NO_SUCH_COLUMN = 1054
-_KEY_NAME = re.compile(r"for key '(?:[^'.]*\.)?([^']+)'")
-
 # TIMESTAMP columns hold 1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC.
 _TIMESTAMP_MIN = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
 _TIMESTAMP_MAX = datetime(2038, 1, 19, 3, 14, 7, 999999, tzinfo=UTC)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # MySQL limits a packet (and so a statement) to max_allowed_packet bytes.
 _EVENTS_PER_INSERT = 500
-
-_EVENT_COLUMNS = (
-    "global_position, bounded_context, aggregate_type, aggregate_id, aggregate_version, "
-    "event_id, event_type, event_version, payload, trace_id, correlation_id, causation_id, "
-    "metadata, CAST(UNIX_TIMESTAMP(created_at) * 1000000 AS SIGNED)"
-)
-_INSERT_COLUMNS = (
-    "bounded_context, aggregate_type, aggregate_id, aggregate_version, event_id, event_type, "
-    "event_version, payload, trace_id, correlation_id, causation_id, metadata, created_at"
-)
-_KEY = "bounded_context = %s AND aggregate_type = %s AND aggregate_id = %s"
-# A row of a multi-row INSERT: its version is a literal, or counted back from the head's
-# new version: LAST_INSERT_ID() in the statement right after the head's, or a session
-# variable the head's statement leaves for later chunks.
-_ROW_LITERAL = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-_ROW_FROM_HEAD = "(%s, %s, %s, {head} - %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-
-
-def error_code(err: BaseException) -> int | None:
-    """The MySQL error number of a driver error, if it carries one."""
-    if isinstance(err, pymysql.err.MySQLError) and err.args and isinstance(err.args[0], int):
-        return err.args[0]
-    return None
-
-
-def is_unavailable(err: BaseException) -> bool:
-    """Whether ``err`` means the connection is gone or the server is not serving."""
-    if isinstance(err, (OSError, pymysql.err.InterfaceError)):
-        return True
-    return error_code(err) in _UNAVAILABLE_CODES
-
-
-@contextmanager
-def translated(location: str) -> Iterator[None]:
-    """Translate aiomysql's errors into this library's, naming ``location``."""
-    try:
-        yield
-    except pymysql.err.MySQLError as err:
-        code = error_code(err)
-        if code == _NO_SUCH_TABLE:
-            match = re.search(r"Table '(?:[^'.]*\.)?([^']+)' doesn't exist", str(err))
-            raise SchemaError(
-                f"{err.args[-1]}: the event store's tables are missing; run "
-                "`await db.migrate()` or `pupsourcing-async migrate --url URL`",
-                table=match.group(1) if match else None,
-            ) from err
-        if code == _NO_SUCH_COLUMN:
-            raise SchemaError(
-                f"{err.args[-1]}: the event store's tables do not have the expected columns"
-            ) from err
-        if is_unavailable(err):
-            raise StoreUnavailableError(
-                f"lost the connection to MySQL at {location}: {err.args[-1]}", location=location
-            ) from err
-        if code in _LOCK_ERRORS:
-            raise StoreUnavailableError(
-                f"MySQL at {location} gave up on a lock ({err.args[-1]}); "
-                "roll the transaction back and retry it",
-                location=location,
-            ) from err
-        raise
-    except OSError as err:
-        raise StoreUnavailableError(
-            f"lost the connection to MySQL at {location}: {err}", location=location
-        ) from err
 
 
 class _Result:
@@ -197,7 +81,7 @@ class _Result:
         return cls(rows, cursor.rowcount, cursor.lastrowid)
 
 
-async def _results(cursor: Cursor, sql: str, args: Sequence[object]) -> list[Sequence[Any]]:
+async def results(cursor: Cursor, sql: str, args: Sequence[object]) -> list[Sequence[Any]]:
     """Run ``;``-separated statements in one round trip; the rows of each, in order."""
     await cursor.execute(sql, args)
     results = [await cursor.fetchall()]
@@ -306,41 +190,41 @@ class Store:
         self._head_new = insert_head.format(version="%s")
         self._head_exact = (
             f"UPDATE {heads} SET aggregate_version = %s, updated_at = %s "
-            f"WHERE {_KEY} AND aggregate_version = %s"
+            f"WHERE {KEY} AND aggregate_version = %s"
         )
-        self._head_version_sql = f"SELECT aggregate_version FROM {heads} WHERE {_KEY}"
+        self._head_version_sql = f"SELECT aggregate_version FROM {heads} WHERE {KEY}"
         # Put a head back after its events failed to go in: delete it if this append
         # created it (its version is the number of events), else step it back.
         self._undo_head = (
-            f"DELETE FROM {heads} WHERE {_KEY} AND aggregate_version = %s; "
-            f"UPDATE {heads} SET aggregate_version = aggregate_version - %s WHERE {_KEY}"
+            f"DELETE FROM {heads} WHERE {KEY} AND aggregate_version = %s; "
+            f"UPDATE {heads} SET aggregate_version = aggregate_version - %s WHERE {KEY}"
         )
         self._duplicates = f"SELECT event_id FROM {events} WHERE event_id IN "
-        self._insert = f"INSERT INTO {events} ({_INSERT_COLUMNS}) VALUES "
+        self._insert = f"INSERT INTO {events} ({INSERT_COLUMNS}) VALUES "
         # One event under Exact(n): inserted only if the head moved from n (the head it
         # joins must be at n + 1), so a mismatch inserts nothing. A one-row INSERT ... SELECT
         # reserves exactly one position, so it leaves no gap in the log.
         self._insert_one_exact = (
-            f"INSERT INTO {events} ({_INSERT_COLUMNS}) "
+            f"INSERT INTO {events} ({INSERT_COLUMNS}) "
             "SELECT h.bounded_context, h.aggregate_type, h.aggregate_id, h.aggregate_version, "
             "%s, %s, %s, %s, %s, %s, %s, %s, %s "
             f"FROM {heads} AS h WHERE h.bounded_context = %s AND h.aggregate_type = %s "
             "AND h.aggregate_id = %s AND h.aggregate_version = %s"
         )
         self._positions = (
-            f"SELECT global_position FROM {events} WHERE {_KEY} "
-            f"AND aggregate_version > (SELECT aggregate_version FROM {heads} WHERE {_KEY}) - %s "
+            f"SELECT global_position FROM {events} WHERE {KEY} "
+            f"AND aggregate_version > (SELECT aggregate_version FROM {heads} WHERE {KEY}) - %s "
             "ORDER BY aggregate_version"
         )
         self._consecutive: bool | None = None
         self._proof = f"SELECT id FROM {in_flight} WHERE id < %s "
         self._read_events = (
-            f"SELECT {_EVENT_COLUMNS} FROM {events} WHERE global_position > %s "
+            f"SELECT {EVENT_COLUMNS} FROM {events} WHERE global_position > %s "
             "ORDER BY global_position LIMIT %s"
         )
         self._latest = f"SELECT COALESCE(MAX(global_position), 0) FROM {events}"
         self._stream = (
-            f"SELECT {_EVENT_COLUMNS} FROM {events} WHERE {_KEY} "
+            f"SELECT {EVENT_COLUMNS} FROM {events} WHERE {KEY} "
             "AND aggregate_version >= %s AND aggregate_version <= %s ORDER BY aggregate_version"
         )
         self._get_checkpoint = (
@@ -516,7 +400,7 @@ class Store:
         """Multi-row INSERTs of ``events`` in chunks; versions literal, or from the head."""
         count = len(events)
         head = "@pupsourcing_async_head" if chunked else "LAST_INSERT_ID()"
-        template = _ROW_FROM_HEAD.format(head=head) if required is None else _ROW_LITERAL
+        template = ROW_FROM_HEAD.format(head=head) if required is None else ROW_LITERAL
         inserts = []
         for start in range(0, count, _EVENTS_PER_INSERT):
             chunk = events[start : start + _EVENTS_PER_INSERT]
@@ -592,10 +476,10 @@ class Store:
         would start a new transaction); any other failure undid only its own statement.
         """
         first, code = events[0], error_code(err)
-        if code in _LOCK_ERRORS or code == _DUPLICATE_KEY:
-            if code != _DEADLOCK and head_moved:
-                await _results(cursor, self._undo_head, (*key, len(events), len(events), *key))
-            if code == _DUPLICATE_KEY and "event_id" in str(err):
+        if code in LOCK_ERRORS or code == DUPLICATE_KEY:
+            if code != DEADLOCK and head_moved:
+                await results(cursor, self._undo_head, (*key, len(events), len(events), *key))
+            if code == DUPLICATE_KEY and "event_id" in str(err):
                 return conflict_error(
                     self._log,
                     expected,
@@ -604,7 +488,7 @@ class Store:
                     duplicate=True,
                     event_id=await self._stored_id(cursor, events),
                 )
-            if code == _DUPLICATE_KEY:
+            if code == DUPLICATE_KEY:
                 # The head's insert found the aggregate (NoStream), or the versions the
                 # head promised are taken (Exact(n) when it is at n plus this many).
                 return await self._conflict_found(cursor, expected, events, key)
@@ -628,8 +512,8 @@ class Store:
                     from_position, [row[0] for row in rows], lambda fence: fence <= proven
                 )
                 if self._holes.needs_fence():
-                    results = await _results(cursor, self._fence, ())
-                    fence: int = results[-1][0][0]
+                    fenced = await results(cursor, self._fence, ())
+                    fence: int = fenced[-1][0][0]
                     self._holes.set_fence(fence)
                     self._log.debug("fenced holes in the log", fence=fence)
         return [_event(row) for row in rows[:count]]
@@ -650,7 +534,7 @@ class Store:
                 await cursor.execute(self._proof + lock, (target,))
                 await cursor.fetchall()
             except pymysql.err.OperationalError as err:
-                if error_code(err) not in _LOCK_ERRORS:
+                if error_code(err) not in LOCK_ERRORS:
                     raise
                 continue
             self._proven = max(self._proven, target)
@@ -749,273 +633,3 @@ class Store:
         async with tx.cursor() as cursor:
             with translated(self._location):
                 await cursor.execute(self._update_checkpoint, (projection_name, position, now))
-
-
-# GET_LOCK name that serializes concurrent migrate() calls.
-_MIGRATE_LOCK = "pupsourcing_async.migrate"
-
-
-class MysqlBackend(BackendBase[Store]):
-    """A MySQL or MariaDB database reached through an aiomysql pool.
-
-    Args:
-        pool: The pool to take connections from; its connections must run
-            ``SESSION_SETUP`` (READ COMMITTED, UTC) when they open.
-        store: The store bound to this database's tables.
-        location: Where the database is, for messages.
-        owns_pool: Whether :meth:`aclose` closes the pool.
-    """
-
-    dialect = "mysql"
-
-    def __init__(
-        self, pool: Any, *, store: Store, location: str = "MySQL", owns_pool: bool = True
-    ) -> None:
-        self._pool = pool
-        super().__init__(store=store, location=location)
-        self._owns_pool = owns_pool
-
-    @classmethod
-    async def connect(
-        cls,
-        url: DatabaseURL,
-        *,
-        store_config: StoreConfig,
-        min_size: int,
-        max_size: int,
-        connect_timeout: float,
-        pool_options: Mapping[str, Any],
-    ) -> MysqlBackend:
-        """Open a pool on ``url``; fail fast if the server does not answer."""
-        location = url.location
-        parts = url.parts
-        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        options: dict[str, Any] = {
-            "host": parts.hostname or "localhost",
-            "port": parts.port or 3306,
-            "user": unquote(parts.username or "root"),
-            "password": unquote(parts.password or ""),
-            "db": url.database or None,
-        }
-        if "unix_socket" in query:
-            options["unix_socket"] = query.pop("unix_socket")
-        if query:
-            raise ValueError(f"unsupported MySQL URL options: {', '.join(sorted(query))}")
-        options.update(pool_options)
-        try:
-            pool = await aiomysql.create_pool(
-                minsize=max(min_size, 1),
-                maxsize=max_size,
-                connect_timeout=connect_timeout,
-                autocommit=False,
-                charset="utf8mb4",
-                init_command=SESSION_SETUP,
-                **options,
-            )
-        except Exception as err:
-            raise StoreUnavailableError(
-                f"could not connect to MySQL at {location}: {url.scrub(str(err))}",
-                location=location,
-            ) from err
-        return cls(pool, store=Store(store_config, location=location), location=location)
-
-    @property
-    def pool(self) -> Any:
-        """The aiomysql pool, for running your own queries."""
-        return self._pool
-
-    def transaction(self) -> _Transaction:
-        """A pooled connection inside a transaction; see ``Database.transaction``.
-
-        The transaction begins with the first statement (the connection does not
-        autocommit). A connection interrupted mid-query is closed rather than reused:
-        its protocol state is unknown, and the server rolls back when it goes.
-        """
-        return _Transaction(self)
-
-    def is_transient(self, err: BaseException) -> bool:
-        """Whether ``err`` is a lost connection, a deadlock or a lock wait timeout."""
-        if isinstance(err, StoreUnavailableError) or is_unavailable(err):
-            return True
-        return error_code(err) in _LOCK_ERRORS
-
-    async def lease_held(self, name: str) -> bool:
-        """Whether any session holds the ``GET_LOCK`` of checkpoint ``name``."""
-        lock = lease_name(self._store.config.events_table, name)
-        async with self.transaction() as connection, connection.cursor() as cursor:
-            with translated(self._location):
-                await cursor.execute("SELECT IS_USED_LOCK(%s)", (lock,))
-                rows = await cursor.fetchall()
-        return rows[0][0] is not None
-
-    @asynccontextmanager
-    async def lease(self, name: str, *, poll_interval: float, log: Logger) -> AsyncIterator[_Lease]:
-        """Hold ``GET_LOCK`` on checkpoint ``name`` on a connection of its own.
-
-        The lock goes with the connection: if it dies, the server releases the lock, and
-        the batch that notices fails (batches run on this same connection).
-        """
-        lock = lease_name(self._store.config.events_table, name)
-        with translated(self._location):
-            connection = await self._pool.acquire()
-        released = False
-
-        async def try_lock() -> bool:
-            async with connection.cursor() as cursor:
-                with translated(self._location):
-                    await cursor.execute("SELECT GET_LOCK(%s, 0)", (lock,))
-                    held: bool = (await cursor.fetchall())[0][0] == 1
-                    await connection.commit()
-            return held
-
-        try:
-            await wait_for_lock(try_lock, checkpoint=name, poll_interval=poll_interval, log=log)
-            yield _Lease(self, connection)
-            async with connection.cursor() as cursor:
-                with translated(self._location):
-                    await cursor.execute("SELECT RELEASE_LOCK(%s)", (lock,))
-                    await cursor.fetchall()
-                    await connection.commit()
-            released = True
-        finally:
-            if not released:
-                # Closing the connection is what surely releases the lock (and whatever
-                # state an interrupted query left on it).
-                connection.close()
-            await _release(self._pool, connection)
-
-    def news(self) -> AbstractAsyncContextManager[LocalNews]:
-        """Wake-ups on appends committed through this database; others are polled for."""
-        return local_news(self._appended)
-
-    async def migrate(self) -> None:
-        """Create the tables if they do not exist; safe to run concurrently."""
-        async with self.transaction() as connection, connection.cursor() as cursor:
-            with translated(self._location):
-                await cursor.execute("SELECT GET_LOCK(%s, 60)", (_MIGRATE_LOCK,))
-                if (await cursor.fetchall())[0][0] != 1:
-                    raise StoreUnavailableError(
-                        f"another migration on MySQL at {self._location} held its lock for "
-                        "60 seconds",
-                        location=self._location,
-                    )
-                # "Table already exists" is a note, which aiomysql would turn into a warning.
-                await cursor.execute("SET SESSION sql_notes = 0")
-                try:
-                    for statement in schema_statements("mysql", self._store.config):
-                        await cursor.execute(statement)
-                finally:
-                    await cursor.execute("SET SESSION sql_notes = 1")
-                    await cursor.execute("SELECT RELEASE_LOCK(%s)", (_MIGRATE_LOCK,))
-                    await cursor.fetchall()
-
-    async def aclose(self) -> None:
-        """Close the pool, if this backend opened it."""
-        if self._owns_pool:
-            self._pool.close()
-            await self._pool.wait_closed()
-
-
-class Processor(projection.Processor):
-    """A projection processor on an aiomysql pool you own.
-
-    Args:
-        pool: Your aiomysql pool; its connections must run ``SESSION_SETUP`` when they open
-            (``init_command=SESSION_SETUP``). Each running projection holds one connection.
-        store: The store to read (share one per database).
-        config: How to run.
-    """
-
-    def __init__(self, pool: Any, store: Store, config: ProcessorConfig | None = None) -> None:
-        super().__init__(MysqlBackend(pool, store=store, owns_pool=False), config)
-
-
-class _Lease:
-    __slots__ = ("_backend", "_connection")
-
-    def __init__(self, backend: MysqlBackend, connection: Any) -> None:
-        self._backend = backend
-        self._connection = connection
-
-    def transaction(self) -> _Transaction:
-        return _Transaction(self._backend, self._connection)
-
-
-class _Transaction:
-    """``MysqlBackend.transaction()``; with ``connection`` (a lease's) it neither acquires
-    nor releases one.
-
-    A connection interrupted mid-query (a cancellation, a lost server) is closed, never
-    reused: aiomysql cannot tell where in the protocol it stopped, and the server rolls
-    back whatever the connection left open.
-    """
-
-    __slots__ = ("_backend", "_connection", "_owned")
-
-    def __init__(self, backend: MysqlBackend, connection: Any = None) -> None:
-        self._backend = backend
-        self._owned = connection is None
-        self._connection = connection
-
-    async def __aenter__(self) -> Any:
-        if self._owned:
-            with translated(self._backend._location):
-                self._connection = await self._backend._pool.acquire()
-        self._backend._store.appends.begin(self._connection)
-        return self._connection
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        backend, connection = self._backend, self._connection
-        appended = backend._store.appends.end(connection)
-        try:
-            if exc_type is not None:
-                if (
-                    issubclass(exc_type, asyncio.CancelledError)
-                    or (exc is not None and is_unavailable(exc))
-                    or isinstance(exc, StoreUnavailableError)
-                ):
-                    connection.close()
-                else:
-                    await _rollback_quietly(connection)
-                return
-            try:
-                await connection.commit()
-            except asyncio.CancelledError:
-                connection.close()
-                raise
-            except Exception as err:
-                connection.close()
-                if is_unavailable(err):
-                    raise StoreUnavailableError(
-                        f"the connection to MySQL at {backend._location} failed during "
-                        f"COMMIT; the transaction may or may not have committed: {err}",
-                        location=backend._location,
-                    ) from err
-                with translated(backend._location):
-                    raise
-            if appended:
-                backend._appended.fire()
-        finally:
-            if self._owned:
-                await _release(backend._pool, connection)
-
-
-async def _release(pool: Any, connection: Any) -> None:
-    # aiomysql's release is synchronous but may hand back a task that wakes waiting
-    # acquirers; a cancellation here must not cancel that task.
-    waking = pool.release(connection)
-    if not waking.done():
-        await asyncio.shield(waking)
-
-
-async def _rollback_quietly(connection: Any) -> None:
-    try:
-        await shielded(connection.rollback())
-    except Exception:
-        connection.close()
-        get_logger(None, "pupsourcing_async.database").debug("rollback failed")
