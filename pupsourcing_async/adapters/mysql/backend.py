@@ -3,35 +3,119 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, unquote
 
 import aiomysql
 
 from ... import projection
-from ..._async import shielded
+from ..._async import acquire_safely, shielded
 from ..._url import DatabaseURL
-from ...errors import StoreUnavailableError
+from ...errors import StoreUnavailableError, TransactionRolledBackError, UnsupportedURLError
 from ...log import Logger, get_logger
-from ...migrations import schema_statements
 from ...projection.config import ProcessorConfig
 from ...store import StoreConfig
 from .._shared import (
     LocalNews,
     lease_name,
     local_news,
+    refused_commit,
     wait_for_lock,
 )
 from ..base import BackendBase
 from .errors import LOCK_ERRORS, error_code, is_unavailable, translated
+from .literals import render
+from .schema import migrate_schema
 from .sql import SESSION_SETUP
 from .store import Store
 
 # GET_LOCK name that serializes concurrent migrate() calls.
 _MIGRATE_LOCK = "pupsourcing_async.migrate"
+
+_TRUE = {"1", "true", "yes", "on", "required"}
+_FALSE = {"0", "false", "no", "off", "disabled"}
+_URL_OPTIONS = (
+    "unix_socket",
+    "charset",
+    "connect_timeout",
+    "program_name",
+    "auth_plugin",
+    "ssl",
+    "ssl_ca",
+    "ssl_cert",
+    "ssl_key",
+    "ssl_verify_cert",
+    "ssl_verify_identity",
+)
+
+
+def url_options(url: DatabaseURL) -> dict[str, Any]:
+    """aiomysql's connect options from a URL's query string.
+
+    Raises:
+        UnsupportedURLError: an option aiomysql does not take, or one this store cannot
+            work with (a character set other than utf8mb4), or a malformed value.
+    """
+    given = dict(url.options)
+    unknown = sorted(set(given) - set(_URL_OPTIONS))
+    if unknown:
+        raise UnsupportedURLError(
+            f"unsupported MySQL URL option(s) {', '.join(unknown)} in {url}: "
+            f"supported are {', '.join(_URL_OPTIONS)}",
+            scheme=url.scheme,
+        )
+    options: dict[str, Any] = {}
+    for name in ("unix_socket", "program_name", "auth_plugin"):
+        if name in given:
+            options[name] = given[name]
+    if given.get("charset", "utf8mb4").lower() != "utf8mb4":
+        raise UnsupportedURLError(
+            f"the store needs charset=utf8mb4, got charset={given['charset']} in {url}",
+            scheme=url.scheme,
+        )
+    if "connect_timeout" in given:
+        try:
+            options["connect_timeout"] = float(given["connect_timeout"])
+        except ValueError:
+            raise UnsupportedURLError(
+                f"connect_timeout must be a number of seconds in {url}", scheme=url.scheme
+            ) from None
+    tls = {name: given[name] for name in _URL_OPTIONS[5:] if name in given}
+    if tls:
+        options["ssl"] = _ssl_context(tls, url)
+    return options
+
+
+def _flag(tls: dict[str, str], name: str, default: bool, url: DatabaseURL) -> bool:
+    value = tls.get(name)
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise UnsupportedURLError(f"{name} must be true or false in {url}", scheme=url.scheme)
+
+
+def _ssl_context(tls: dict[str, str], url: DatabaseURL) -> ssl.SSLContext | None:
+    if not _flag(tls, "ssl", True, url):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=tls.get("ssl_ca"))
+        if "ssl_cert" in tls:
+            context.load_cert_chain(tls["ssl_cert"], tls.get("ssl_key"))
+    except (OSError, ssl.SSLError) as err:
+        raise UnsupportedURLError(
+            f"cannot use the TLS files named in {url}: {err}", scheme=url.scheme
+        ) from err
+    verify = _flag(tls, "ssl_verify_cert", "ssl_ca" in tls, url)
+    context.check_hostname = verify and _flag(tls, "ssl_verify_identity", verify, url)
+    if not verify:
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 class MysqlBackend(BackendBase[Store]):
@@ -53,6 +137,9 @@ class MysqlBackend(BackendBase[Store]):
         self._pool = pool
         super().__init__(store=store, location=location)
         self._owns_pool = owns_pool
+        self._log = get_logger(store.config.logger, "pupsourcing_async.database")
+        #: What the last ``migrate()`` found the schema lacks (see ``schema.py``).
+        self.schema_notes: list[str] = []
 
     @classmethod
     async def connect(
@@ -67,28 +154,28 @@ class MysqlBackend(BackendBase[Store]):
     ) -> MysqlBackend:
         """Open a pool on ``url``; fail fast if the server does not answer."""
         location = url.location
-        parts = url.parts
-        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         options: dict[str, Any] = {
-            "host": parts.hostname or "localhost",
-            "port": parts.port or 3306,
-            "user": unquote(parts.username or "root"),
-            "password": unquote(parts.password or ""),
+            "host": url.host,
+            "port": url.port or 3306,
+            "user": url.user or "root",
+            "password": url.password or "",
             "db": url.database or None,
         }
-        if "unix_socket" in query:
-            options["unix_socket"] = query.pop("unix_socket")
-        if query:
-            raise ValueError(f"unsupported MySQL URL options: {', '.join(sorted(query))}")
-        options.update(pool_options)
+        options.update(url_options(url))
+        extra = dict(pool_options)
+        # A pool option's own init command runs first; the session setup always last.
+        init_command = SESSION_SETUP
+        if "init_command" in extra:
+            init_command = f"{extra.pop('init_command')}; {SESSION_SETUP}"
+        options.update(extra)
+        options.setdefault("connect_timeout", connect_timeout)
         try:
             pool = await aiomysql.create_pool(
                 minsize=max(min_size, 1),
                 maxsize=max_size,
-                connect_timeout=connect_timeout,
                 autocommit=False,
                 charset="utf8mb4",
-                init_command=SESSION_SETUP,
+                init_command=init_command,
                 **options,
             )
         except Exception as err:
@@ -103,6 +190,13 @@ class MysqlBackend(BackendBase[Store]):
         """The aiomysql pool, for running your own queries."""
         return self._pool
 
+    async def _acquire(self) -> Any:
+        """A pooled connection, acquired without losing a cancellation or the connection."""
+        with translated(self._location):
+            return await acquire_safely(
+                self._pool.acquire(), lambda connection: _release(self._pool, connection)
+            )
+
     def transaction(self) -> _Transaction:
         """A pooled connection inside a transaction; see ``Database.transaction``.
 
@@ -114,16 +208,16 @@ class MysqlBackend(BackendBase[Store]):
 
     def is_transient(self, err: BaseException) -> bool:
         """Whether ``err`` is a lost connection, a deadlock or a lock wait timeout."""
-        if isinstance(err, StoreUnavailableError) or is_unavailable(err):
+        if isinstance(err, (StoreUnavailableError, TransactionRolledBackError)):
             return True
-        return error_code(err) in LOCK_ERRORS
+        return is_unavailable(err) or error_code(err) in LOCK_ERRORS
 
     async def lease_held(self, name: str) -> bool:
         """Whether any session holds the ``GET_LOCK`` of checkpoint ``name``."""
         lock = lease_name(self._store.config.events_table, name)
         async with self.transaction() as connection, connection.cursor() as cursor:
             with translated(self._location):
-                await cursor.execute("SELECT IS_USED_LOCK(%s)", (lock,))
+                await cursor.execute(render("SELECT IS_USED_LOCK(%s)", [lock]))
                 rows = await cursor.fetchall()
         return rows[0][0] is not None
 
@@ -135,14 +229,13 @@ class MysqlBackend(BackendBase[Store]):
         the batch that notices fails (batches run on this same connection).
         """
         lock = lease_name(self._store.config.events_table, name)
-        with translated(self._location):
-            connection = await self._pool.acquire()
+        connection = await self._acquire()
         released = False
 
         async def try_lock() -> bool:
             async with connection.cursor() as cursor:
                 with translated(self._location):
-                    await cursor.execute("SELECT GET_LOCK(%s, 0)", (lock,))
+                    await cursor.execute(render("SELECT GET_LOCK(%s, 0)", [lock]))
                     held: bool = (await cursor.fetchall())[0][0] == 1
                     await connection.commit()
             return held
@@ -152,7 +245,7 @@ class MysqlBackend(BackendBase[Store]):
             yield _Lease(self, connection)
             async with connection.cursor() as cursor:
                 with translated(self._location):
-                    await cursor.execute("SELECT RELEASE_LOCK(%s)", (lock,))
+                    await cursor.execute(render("SELECT RELEASE_LOCK(%s)", [lock]))
                     await cursor.fetchall()
                     await connection.commit()
             released = True
@@ -171,7 +264,7 @@ class MysqlBackend(BackendBase[Store]):
         """Create the tables if they do not exist; safe to run concurrently."""
         async with self.transaction() as connection, connection.cursor() as cursor:
             with translated(self._location):
-                await cursor.execute("SELECT GET_LOCK(%s, 60)", (_MIGRATE_LOCK,))
+                await cursor.execute(render("SELECT GET_LOCK(%s, 60)", [_MIGRATE_LOCK]))
                 if (await cursor.fetchall())[0][0] != 1:
                     raise StoreUnavailableError(
                         f"another migration on MySQL at {self._location} held its lock for "
@@ -181,12 +274,12 @@ class MysqlBackend(BackendBase[Store]):
                 # "Table already exists" is a note, which aiomysql would turn into a warning.
                 await cursor.execute("SET SESSION sql_notes = 0")
                 try:
-                    for statement in schema_statements("mysql", self._store.config):
-                        await cursor.execute(statement)
+                    self.schema_notes = await migrate_schema(cursor, self._store.config, self._log)
                 finally:
                     await cursor.execute("SET SESSION sql_notes = 1")
-                    await cursor.execute("SELECT RELEASE_LOCK(%s)", (_MIGRATE_LOCK,))
+                    await cursor.execute(render("SELECT RELEASE_LOCK(%s)", [_MIGRATE_LOCK]))
                     await cursor.fetchall()
+        self._store.forget_facts()
 
     async def aclose(self) -> None:
         """Close the pool, if this backend opened it."""
@@ -238,8 +331,7 @@ class _Transaction:
 
     async def __aenter__(self) -> Any:
         if self._owned:
-            with translated(self._backend._location):
-                self._connection = await self._backend._pool.acquire()
+            self._connection = await self._backend._acquire()
         self._backend._store.appends.begin(self._connection)
         return self._connection
 
@@ -250,8 +342,12 @@ class _Transaction:
         tb: TracebackType | None,
     ) -> None:
         backend, connection = self._backend, self._connection
+        doomed = backend._store.appends.doomed(connection)
         appended = backend._store.appends.end(connection)
         try:
+            if exc_type is None and doomed is not None:
+                await _rollback_quietly(connection)
+                raise refused_commit(doomed, backend._location)
             if exc_type is not None:
                 if (
                     issubclass(exc_type, asyncio.CancelledError)
@@ -263,16 +359,15 @@ class _Transaction:
                     await _rollback_quietly(connection)
                 return
             try:
-                await connection.commit()
-            except asyncio.CancelledError:
-                connection.close()
-                raise
+                # Once sent, COMMIT runs to its end; a cancellation meanwhile goes on after.
+                await shielded(connection.commit())
             except Exception as err:
                 connection.close()
                 if is_unavailable(err):
                     raise StoreUnavailableError(
                         f"the connection to MySQL at {backend._location} failed during "
-                        f"COMMIT; the transaction may or may not have committed: {err}",
+                        "COMMIT; the transaction may or may not have committed (an append "
+                        f"retried with the same events is stored once): {err}",
                         location=backend._location,
                     ) from err
                 with translated(backend._location):

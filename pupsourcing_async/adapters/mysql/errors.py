@@ -8,7 +8,8 @@ from contextlib import contextmanager
 
 import pymysql.err
 
-from ...errors import SchemaError, StoreUnavailableError
+from ...errors import PupsourcingError, SchemaError, StoreError, StoreUnavailableError
+from .._shared import rolled_back
 
 # Error codes after which the connection is gone or the server refuses work for now.
 _UNAVAILABLE_CODES = frozenset(
@@ -17,9 +18,12 @@ _UNAVAILABLE_CODES = frozenset(
 DUPLICATE_KEY = 1062
 LOCK_ERRORS = frozenset({1205, 1213, 3572})  # lock wait timeout, deadlock, NOWAIT conflict
 DEADLOCK = 1213
+LOCK_WAIT_TIMEOUT = 1205
 _NO_SUCH_TABLE = 1146
 _NO_SUCH_COLUMN = 1054
-_KEY_NAME = re.compile(r"for key '(?:[^'.]*\.)?([^']+)'")
+# The value does not fit its column (too long, out of range, a bad string, a failed CHECK):
+# only a table with other column types than this library's can refuse a validated event.
+DATA_ERRORS = frozenset({1264, 1292, 1366, 1406, 3140, 4025})
 
 
 def error_code(err: BaseException) -> int | None:
@@ -41,6 +45,8 @@ def translated(location: str) -> Iterator[None]:
     """Translate aiomysql's errors into this library's, naming ``location``."""
     try:
         yield
+    except PupsourcingError:
+        raise
     except pymysql.err.MySQLError as err:
         code = error_code(err)
         if code == _NO_SUCH_TABLE:
@@ -58,13 +64,14 @@ def translated(location: str) -> Iterator[None]:
             raise StoreUnavailableError(
                 f"lost the connection to MySQL at {location}: {err.args[-1]}", location=location
             ) from err
+        if code == DEADLOCK:
+            raise rolled_back("deadlock", location, err.args[-1]) from err
         if code in LOCK_ERRORS:
-            raise StoreUnavailableError(
-                f"MySQL at {location} gave up on a lock ({err.args[-1]}); "
-                "roll the transaction back and retry it",
-                location=location,
-            ) from err
-        raise
+            raise rolled_back("lock timeout", location, err.args[-1]) from err
+        raise StoreError(
+            f"MySQL at {location} refused a statement: {err.args[-1]}",
+            code=None if code is None else str(code),
+        ) from err
     except OSError as err:
         raise StoreUnavailableError(
             f"lost the connection to MySQL at {location}: {err}", location=location

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -11,22 +12,26 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ... import projection
-from ..._async import shielded
+from ..._async import acquire_safely, shielded
 from ..._url import DatabaseURL
-from ...errors import StoreUnavailableError
+from ...errors import StoreUnavailableError, TransactionRolledBackError
 from ...log import Logger, get_logger
 from ...migrations import schema_statements
 from ...projection.config import ProcessorConfig
 from ...store import StoreConfig
 from .._shared import (
     lease_key,
+    refused_commit,
     wait_for_lock,
 )
 from ..base import BackendBase
-from .errors import TRANSIENT, is_unavailable, translated
+from .errors import TRANSIENT, is_unavailable, translate, translated
 from .notify import Listener, ListenNews, Notifier
 from .sql import notify_channel
 from .store import Store
+
+# How long close() waits for connections still checked out before closing them.
+_CLOSE_TIMEOUT = 10.0
 
 # pg_advisory_xact_lock key that serializes concurrent migrate() calls (CREATE ... IF NOT
 # EXISTS is not safe against itself running concurrently).
@@ -57,6 +62,7 @@ class PostgresBackend(BackendBase[Store]):
         self._pool = pool
         super().__init__(store=store, location=location)
         self._owns_pool = owns_pool
+        self._log = get_logger(store.config.logger, "pupsourcing_async.database")
         self._listener = Listener(pool, notify_channel(store.config), self._appended)
         self._notifier = Notifier(pool, notify_channel(store.config))
 
@@ -101,11 +107,20 @@ class PostgresBackend(BackendBase[Store]):
     async def _acquire(self, action: str) -> PoolConnectionProxy[Any]:
         """A pooled connection; a server that does not answer is ``StoreUnavailableError``."""
         try:
-            return await self._pool.acquire()
+            return await acquire_safely(self._pool.acquire(), self._release)
         except Exception as err:
             if is_unavailable(err):
                 raise self._unavailable(action, err) from err
-            raise
+            raise translate(err, self._location) from err
+
+    async def _release(self, connection: PoolConnectionProxy[Any]) -> None:
+        """Give a connection back to the pool. asyncpg shields the release from
+        cancellation; a connection that fails its reset is closed by the pool, and that
+        failure is no news for the caller, whose work is done (or already failed)."""
+        try:
+            await self._pool.release(connection)
+        except Exception as err:
+            self._log.debug("a connection failed its reset and was closed", error=str(err))
 
     def transaction(self) -> _Transaction:
         """A pooled connection inside a transaction; see ``Database.transaction``."""
@@ -120,10 +135,23 @@ class PostgresBackend(BackendBase[Store]):
                     await connection.execute(statement)
 
     async def aclose(self) -> None:
-        """Stop notifying and close the pool, if this backend opened it."""
+        """Stop notifying and listening, and close the pool if this backend opened it.
+
+        Connections still checked out (a transaction left open elsewhere) are waited for
+        up to ``_CLOSE_TIMEOUT`` seconds, then closed.
+        """
         await self._notifier.aclose()
+        await shielded(self._listener.aclose())
         if self._owns_pool:
-            await self._pool.close()
+            try:
+                async with asyncio.timeout(_CLOSE_TIMEOUT):
+                    await shielded(self._pool.close())
+            except TimeoutError:
+                self._log.error(
+                    "connections still in use after the close timeout were terminated",
+                    timeout=_CLOSE_TIMEOUT,
+                )
+                self._pool.terminate()
 
     def is_transient(self, err: BaseException) -> bool:
         """Whether ``err`` is a lost connection, a deadlock or a serialization failure."""
@@ -165,15 +193,16 @@ class PostgresBackend(BackendBase[Store]):
             await wait_for_lock(try_lock, checkpoint=name, poll_interval=poll_interval, log=log)
             yield _Lease(self, connection)
         finally:
-            # Releasing resets the connection, which unlocks every advisory lock it holds;
-            # asyncpg shields the release from cancellation.
-            await self._pool.release(connection)
+            # Releasing resets the connection, which unlocks every advisory lock it holds
+            # (a connection that cannot be reset is closed, which unlocks them too).
+            await self._release(connection)
 
     @asynccontextmanager
     async def news(self) -> AsyncIterator[ListenNews]:
         """Wake-ups from LISTEN on the store's channel, shared by this backend's processors."""
-        await self._listener.subscribe()
+        self._listener.subscribe()
         try:
+            await self._listener.ensure()
             yield ListenNews(self._listener, self._appended)
         finally:
             await shielded(self._listener.unsubscribe())
@@ -209,9 +238,17 @@ class _Lease:
 class _Transaction:
     """``PostgresBackend.transaction()``: a class rather than a generator, as it is on the
     path of every append and batch. With ``connection`` (a lease's) it neither acquires nor
-    releases one."""
+    releases one.
 
-    __slots__ = ("_backend", "_connection", "_owned", "_transaction")
+    BEGIN and COMMIT are sent as plain statements: COMMIT answers ``ROLLBACK`` for a
+    transaction that an error had already failed (a deadlock the block caught, say), and
+    that answer must not pass for a commit. Once sent, COMMIT runs to its end even if the
+    task is cancelled meanwhile (the cancellation goes on afterwards), so the outcome of a
+    cancelled block is never a connection stuck mid-protocol: cancelled before COMMIT,
+    nothing was kept; cancelled during it, the transaction committed.
+    """
+
+    __slots__ = ("_backend", "_connection", "_owned")
 
     def __init__(
         self, backend: PostgresBackend, connection: PoolConnectionProxy[Any] | None = None
@@ -228,16 +265,17 @@ class _Transaction:
         connection = self._connection
         started = False
         try:
-            self._transaction = connection.transaction()
-            await self._transaction.start()
+            await connection.execute("BEGIN")
             started = True
         except Exception as err:
             if is_unavailable(err):
                 raise backend._unavailable("BEGIN", err) from err
-            raise
+            raise translate(err, backend._location) from err
         finally:
-            if not started and self._owned:
-                await backend._pool.release(connection)
+            if not started:
+                await _rollback_quietly(connection)
+                if self._owned:
+                    await backend._release(connection)
         backend._store.appends.begin(connection)
         return connection
 
@@ -247,36 +285,44 @@ class _Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        backend = self._backend
-        appended = backend._store.appends.end(self._connection)
+        backend, connection = self._backend, self._connection
+        appended = backend._store.appends.end(connection)
         try:
-            if exc_type is None:
-                try:
-                    await self._transaction.commit()
-                except Exception as err:
-                    if is_unavailable(err):
-                        raise StoreUnavailableError(
-                            f"the connection to PostgreSQL at {backend._location} failed "
-                            "during COMMIT; the transaction may or may not have committed: "
-                            f"{err}",
-                            location=backend._location,
-                        ) from err
-                    raise
-                if appended:
-                    backend._appended.fire()
-                    backend._notifier.poke()
-            else:
-                await _rollback_quietly(self._transaction)
+            if exc_type is not None:
+                await _rollback_quietly(connection)
+                return
+            try:
+                status = await shielded(connection.execute("COMMIT"))
+            except Exception as err:
+                if is_unavailable(err):
+                    raise StoreUnavailableError(
+                        f"the connection to PostgreSQL at {backend._location} failed "
+                        "during COMMIT; the transaction may or may not have committed "
+                        f"(an append retried with the same events is stored once): {err}",
+                        location=backend._location,
+                    ) from err
+                raise translate(err, backend._location) from err
+            if status != "COMMIT":
+                raise refused_commit(
+                    TransactionRolledBackError(
+                        "an earlier statement failed",
+                        reason="an earlier statement failed",
+                        location=backend._location,
+                    ),
+                    backend._location,
+                )
+            if appended:
+                backend._appended.fire()
+                backend._notifier.poke(appended)
         finally:
             if self._owned:
-                # asyncpg shields the release itself, and rolls back what is left open.
-                await backend._pool.release(self._connection)
+                await backend._release(connection)
 
 
-async def _rollback_quietly(transaction: Any) -> None:
+async def _rollback_quietly(connection: PoolConnectionProxy[Any]) -> None:
     # The block's own exception is the one worth raising; a rollback on a broken
     # connection fails too, and the pool discards that connection on release.
     try:
-        await shielded(transaction.rollback())
+        await shielded(connection.execute("ROLLBACK"))
     except Exception:
         get_logger(None, "pupsourcing_async.database").debug("rollback failed")

@@ -10,9 +10,13 @@ import asyncpg
 import asyncpg.exceptions as pgerr
 
 from ...errors import (
+    PupsourcingError,
     SchemaError,
+    StoreError,
     StoreUnavailableError,
+    TransactionRolledBackError,
 )
+from .._shared import rolled_back
 
 # Errors after which the connection is gone or the server refuses work for now.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -30,6 +34,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 # Troubles that pass: retrying the batch is the answer.
 TRANSIENT: tuple[type[BaseException], ...] = (
     StoreUnavailableError,
+    TransactionRolledBackError,
     pgerr.DeadlockDetectedError,
     pgerr.SerializationError,
     pgerr.LockNotAvailableError,
@@ -73,9 +78,35 @@ def translated(location: str) -> Iterator[None]:
             f"{err}: the event store's tables do not have the expected columns; "
             "they may come from an older schema",
         ) from err
-    except Exception as err:
-        if is_unavailable(err):
-            raise StoreUnavailableError(
-                f"lost the connection to PostgreSQL at {location}: {err}", location=location
-            ) from err
+    except PupsourcingError:
         raise
+    except Exception as err:
+        raise translate(err, location) from err
+
+
+def translate(err: Exception, location: str) -> Exception:
+    """The library's error for a driver error (``err`` itself when it is none of the
+    driver's)."""
+    if is_unavailable(err):
+        return StoreUnavailableError(
+            f"lost the connection to PostgreSQL at {location}: {err}", location=location
+        )
+    for kind, reason in _ROLLED_BACK:
+        if isinstance(err, kind):
+            return rolled_back(reason, location, err)
+    if isinstance(err, (asyncpg.PostgresError, asyncpg.DataError)):
+        return StoreError(
+            f"PostgreSQL at {location} refused a statement: {err}",
+            code=getattr(err, "sqlstate", None),
+        )
+    return err
+
+
+# Errors after which PostgreSQL has failed the whole transaction, and why.
+_ROLLED_BACK: tuple[tuple[type[BaseException], str], ...] = (
+    (pgerr.DeadlockDetectedError, "deadlock"),
+    (pgerr.SerializationError, "serialization failure"),
+    (pgerr.LockNotAvailableError, "lock timeout"),
+    (pgerr.QueryCanceledError, "statement cancelled or timed out"),
+    (pgerr.InFailedSQLTransactionError, "an earlier statement failed"),
+)

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ..._async import shielded
+from ..._async import acquire_safely, shielded
 from ..._signals import Signal, Watch
 from ...log import get_logger
 
@@ -32,15 +32,23 @@ class Listener:
     def _notified(self, *_: object) -> None:
         self._signal.fire()
 
-    async def subscribe(self) -> None:
+    def subscribe(self) -> None:
+        """One more user; call :meth:`ensure` to start listening, and always pair it with
+        :meth:`unsubscribe`."""
         self._users += 1
-        await self.ensure()
 
     async def unsubscribe(self) -> None:
+        """One user fewer; the last one stops listening and gives the connection back."""
         self._users -= 1
         if self._users == 0:
             async with self._lock:
                 await self._drop()
+
+    async def aclose(self) -> None:
+        """Stop listening whoever still uses it (the backend is closing)."""
+        self._users = 0
+        async with self._lock:
+            await self._drop()
 
     async def ensure(self) -> None:
         """Listen again if the connection died; on failure, processors just poll."""
@@ -51,7 +59,7 @@ class Listener:
                 return
             await self._drop()
             try:
-                self._connection = await self._pool.acquire()
+                self._connection = await acquire_safely(self._pool.acquire(), self._release)
                 await self._connection.add_listener(self._channel, self._notified)
             except Exception as err:
                 self._log.error(
@@ -71,6 +79,9 @@ class Listener:
         if _alive(connection):
             with contextlib.suppress(Exception):
                 await connection.remove_listener(self._channel, self._notified)
+        await self._release(connection)
+
+    async def _release(self, connection: PoolConnectionProxy[Any]) -> None:
         with contextlib.suppress(Exception):
             await self._pool.release(connection)
 
@@ -101,22 +112,26 @@ class Notifier:
     def __init__(self, pool: asyncpg.Pool[Any], channel: str) -> None:
         self._pool = pool
         self._channel = channel
-        self._pending = False
+        self._pending = 0
         self._task: asyncio.Task[None] | None = None
         self._log = get_logger(None, "pupsourcing_async.store")
 
-    def poke(self) -> None:
-        """Note that an append committed; a NOTIFY follows shortly."""
-        self._pending = True
+    def poke(self, position: int) -> None:
+        """Note that an append committed up to ``position``; a NOTIFY follows shortly,
+        with the highest position committed meanwhile as its payload (as pupsourcing/core
+        sends it)."""
+        self._pending = max(self._pending, position)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         while self._pending:
-            self._pending = False
+            position, self._pending = self._pending, 0
             try:
                 async with self._pool.acquire() as connection:
-                    await connection.execute("SELECT pg_notify($1, '')", self._channel)
+                    await connection.execute(
+                        "SELECT pg_notify($1, $2)", self._channel, str(position)
+                    )
             except Exception as err:
                 # Only a hint is lost: processors elsewhere find the events by polling.
                 self._log.debug("notify failed", channel=self._channel, error=str(err))

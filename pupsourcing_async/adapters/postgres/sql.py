@@ -32,71 +32,75 @@ SHAREABLE = frozenset(
     {"event_type", "event_version", "trace_id", "correlation_id", "causation_id", "metadata"}
 )
 
-# Each append is one statement: the aggregate's head row is written first, which assigns
-# the transaction its id before the INSERT draws positions from the sequence (the order
-# gap-safe reading relies on). The events INSERT reads the head's new version, so it
-# cannot run before the head write. An expected-version mismatch makes the head CTE return
-# no row, so nothing is inserted. An event id that is already stored (or is being stored
-# by a concurrent transaction that then commits) is skipped by ON CONFLICT rather than
-# raised, so the caller's transaction stays usable; the store then undoes the append.
-_HEADS = {
-    "any": """
-WITH head AS (
-    INSERT INTO {heads} AS h (bounded_context, aggregate_type, aggregate_id,
-        aggregate_version, updated_at)
-    VALUES ($1, $2, $3, $4, now())
-    ON CONFLICT (bounded_context, aggregate_type, aggregate_id) DO UPDATE
-        SET aggregate_version = h.aggregate_version + EXCLUDED.aggregate_version,
-            updated_at = EXCLUDED.updated_at
-    RETURNING h.aggregate_version AS version
-)""",
-    "no_stream": """
-WITH head AS (
-    INSERT INTO {heads} (bounded_context, aggregate_type, aggregate_id,
-        aggregate_version, updated_at)
-    VALUES ($1, $2, $3, $4, now())
-    ON CONFLICT (bounded_context, aggregate_type, aggregate_id) DO NOTHING
-    RETURNING aggregate_version AS version
-)""",
-    "exact": """
-WITH head AS (
-    UPDATE {heads} SET aggregate_version = aggregate_version + $4::bigint, updated_at = now()
-    WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3
-        AND aggregate_version = $5::bigint
-    RETURNING aggregate_version AS version
-)""",
-}
-
-_INSERT = """,
+# Each append is one statement, in the order the Go library takes its locks: the events
+# first (their unique keys), then the aggregate's head row, so that appends of the two
+# libraries on one aggregate never wait on each other in a cycle.
+#
+# ``cur`` reads the head (a plain read, no lock) and takes the transaction's id before the
+# INSERT draws positions from the sequence: gap-safe reading relies on every writer having
+# its id before its position (the table's registration trigger does the same for writers
+# that are not this library). The expected version is checked against that read, so a
+# mismatch inserts nothing; a concurrent append of the same version is caught by the unique
+# (aggregate, version) key, which makes this INSERT wait for it and then skip (in a
+# transaction) or fail (alone). The head moves only when every event went in.
+_APPEND = """
+WITH cur AS (
+    SELECT pg_current_xact_id() AS xid, COALESCE((SELECT aggregate_version FROM {heads}
+        WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3), 0) AS v
+),
 inserted AS (
 INSERT INTO {events} (
     bounded_context, aggregate_type, aggregate_id, aggregate_version, event_id, event_type,
     event_version, payload, trace_id, correlation_id, causation_id, metadata, created_at)
 SELECT $1, $2, $3, {version}, {values}
-FROM head{rows}
-ON CONFLICT (event_id) DO NOTHING
+FROM cur{rows}{where}{skip}
 RETURNING global_position, aggregate_version
+),
+head AS (
+    INSERT INTO {heads} AS h (bounded_context, aggregate_type, aggregate_id,
+        aggregate_version, updated_at)
+    SELECT $1, $2, $3, max(aggregate_version), now() FROM inserted HAVING count(*) = $4
+    ON CONFLICT (bounded_context, aggregate_type, aggregate_id) DO UPDATE
+        SET aggregate_version = GREATEST(h.aggregate_version, EXCLUDED.aggregate_version),
+            updated_at = EXCLUDED.updated_at
+    RETURNING 1
 )
-SELECT head.version, inserted.global_position, inserted.aggregate_version{notify}
-FROM head LEFT JOIN inserted ON true
+SELECT cur.v, inserted.global_position, inserted.aggregate_version,
+    (SELECT count(*) FROM head){notify}
+FROM cur LEFT JOIN inserted ON true
 """
+# What the head read must show, per expected version ($5 is the exact version).
+_CONDITIONS = {
+    "any": "",
+    "no_stream": "\nWHERE cur.v = 0",
+    "exists": "\nWHERE cur.v > 0",
+    "exact": "\nWHERE cur.v = $5",
+}
 
 
 class Statements:
     """The SQL text for one table configuration, built once (appends on first use)."""
 
-    def append(self, mode: str, notify: bool, shared: frozenset[str] | None) -> str:
-        """The append statement for ``mode`` ("any", "no_stream", "exact").
+    def append(self, mode: str, shared: frozenset[str] | None, *, alone: bool, notify: bool) -> str:
+        """The append statement for ``mode`` ("any", "no_stream", "exists", "exact").
 
         ``shared`` is None for one event; for several, the columns sent once as scalars.
+        ``alone``: the statement is its own transaction, so it must fail rather than skip
+        a conflicting row (a skipped row could not be undone before it commits); in a
+        transaction it skips, and the store undoes what went in. ``notify``: send the
+        NOTIFY from the statement (in a transaction the caller owns; otherwise the backend
+        notifies once the append has committed).
         """
-        key = (mode, notify, shared)
+        key = (mode, shared, alone, notify)
         sql = self._appends.get(key)
         if sql is None:
-            sql = self._appends[key] = self._build_append(mode, notify, shared)
+            sql = self._build_append(mode, shared, alone=alone, notify=notify)
+            self._appends[key] = sql
         return sql
 
-    def _build_append(self, mode: str, notify: bool, shared: frozenset[str] | None) -> str:
+    def _build_append(
+        self, mode: str, shared: frozenset[str] | None, *, alone: bool, notify: bool
+    ) -> str:
         number = 6 if mode == "exact" else 5  # after the key, the count, the expectation
         values, arrays, names = [], [], []
         for name, kind in COLUMNS:
@@ -109,17 +113,23 @@ class Statements:
                 names.append(name)
             number += 1
         if shared is None:
-            version, rows = "head.version", ""
+            version, rows = "cur.v + 1", ""
         else:
-            version = "head.version - $4 + e.ord"
+            version = "cur.v + e.ord"
             rows = f", unnest({', '.join(arrays)}) WITH ORDINALITY AS e({', '.join(names)}, ord)"
         channel = self._names["channel"]
-        return _HEADS[mode].format(**self._names) + _INSERT.format(
+        notification = (
+            f",\n    (SELECT pg_notify('{channel}', max(global_position)::text) FROM inserted)"
+        )
+        return _APPEND.format(
             events=self._names["events"],
+            heads=self._names["heads"],
             version=version,
             values=", ".join(values),
             rows=rows,
-            notify=f",\n    (SELECT pg_notify('{channel}', ''))" if notify else "",
+            where=_CONDITIONS[mode],
+            skip="" if alone else "\nON CONFLICT DO NOTHING",
+            notify=notification if notify else "",
         )
 
     def __init__(self, config: StoreConfig) -> None:
@@ -127,26 +137,20 @@ class Statements:
             "events": config.events_table,
             "heads": config.aggregate_heads_table,
             "checkpoints": config.checkpoints_table,
-            "channel": notify_channel(config),
+            "channel": config.channel,
         }
         self._names = names
-        self._appends: dict[tuple[str, bool, frozenset[str] | None], str] = {}
-        # Only after a conflict: what the head is, and which of the ids is stored. The
-        # lateral lookup probes the unique index once per id, whatever the table's size.
-        self.conflict_facts = """
-SELECT (SELECT aggregate_version FROM {heads}
-        WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3),
-       (SELECT e.event_id FROM unnest($4::uuid[]) AS wanted(id)
-        CROSS JOIN LATERAL (SELECT event_id FROM {events} WHERE event_id = wanted.id) AS e
-        LIMIT 1)
-""".format(**names)
-        self.undo_head = """
-UPDATE {heads} SET aggregate_version = $4
-WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3
-""".format(**names)
-        self.undo_new_head = """
-DELETE FROM {heads} WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3
-""".format(**names)
+        self._appends: dict[tuple[str, frozenset[str] | None, bool, bool], str] = {}
+        # Only after a conflict: the stored events with the append's ids (probing the
+        # unique index once per id), and the head as it is now.
+        self.stored_ids = f"""
+SELECT {EVENT_COLUMNS} FROM unnest($1::uuid[]) AS wanted(id)
+CROSS JOIN LATERAL (SELECT * FROM {config.events_table} WHERE event_id = wanted.id) AS e
+"""
+        self.head_version = (
+            f"SELECT aggregate_version FROM {config.aggregate_heads_table} "
+            "WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3"
+        )
         self.undo_events = f"DELETE FROM {config.events_table} WHERE global_position = ANY($1)"
         # The snapshot's xmin and whether this transaction already has an id come from the
         # same statement, hence the same snapshot, as the rows (InitPlans run once).
@@ -192,4 +196,4 @@ ON CONFLICT (projection_name) DO UPDATE
 
 def notify_channel(config: StoreConfig) -> str:
     """The channel appends notify and processors listen on."""
-    return f"{config.events_table}_appended"
+    return config.channel

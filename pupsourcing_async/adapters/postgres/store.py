@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
@@ -11,7 +12,6 @@ from asyncpg.pool import PoolConnectionProxy
 
 from ... import es
 from ..._holes import HoleTracker, PendingHole
-from ...errors import OptimisticConcurrencyError
 from ...log import get_logger
 from ...observe import observed_append
 from ...store import StoreConfig, default_store_config
@@ -22,6 +22,7 @@ from .._shared import (
     check_projection_name,
     check_stream_args,
     conflict_error,
+    replayed,
 )
 from ..base import CheckpointRow
 from .errors import translated
@@ -44,6 +45,14 @@ def _column_values(event: es.Event) -> tuple[object, ...]:
         None if event.metadata is None else event.metadata.decode(),
         event.created_at,
     )
+
+
+def _expected_holds(mode: str, required: int | None, head: int) -> bool:
+    if mode == "any":
+        return True
+    if mode == "exists":
+        return head > 0
+    return head == required
 
 
 class Store:
@@ -79,28 +88,50 @@ class Store:
         self, tx: Connection, expected: es.ExpectedVersion, events: Sequence[es.Event]
     ) -> es.AppendResult:
         """Append ``events`` to one aggregate. See ``EventStore.append``."""
+        return await self._observed(tx, expected, events, alone=False)
+
+    async def append_alone(
+        self, connection: Connection, expected: es.ExpectedVersion, events: Sequence[es.Event]
+    ) -> es.AppendResult:
+        """Append ``events`` in a statement of its own, on a connection in no transaction:
+        one round trip, committed when it returns. See ``Database.append``."""
+        return await self._observed(connection, expected, events, alone=True)
+
+    async def _observed(
+        self,
+        tx: Connection,
+        expected: es.ExpectedVersion,
+        events: Sequence[es.Event],
+        *,
+        alone: bool,
+    ) -> es.AppendResult:
         observers = self._config.observers
         if not observers:
-            return await self._append(tx, expected, events)
+            return await self._append(tx, expected, events, alone)
         return await observed_append(
             observers,
             "postgres",
             expected,
             events,
-            lambda events: self._append(tx, expected, events),
+            lambda events: self._append(tx, expected, events, alone),
         )
 
     async def _append(
-        self, tx: Connection, expected: es.ExpectedVersion, events: Sequence[es.Event]
+        self, tx: Connection, expected: es.ExpectedVersion, events: Sequence[es.Event], alone: bool
     ) -> es.AppendResult:
         """Append ``events`` to one aggregate in a single statement. See ``EventStore``."""
         required = es.validate_append(expected, events)
         first = events[0]
         count = len(events)
-        mode = "any" if required is None else "no_stream" if required == 0 else "exact"
+        if required is None:
+            mode = "any"
+        elif required == es.STREAM_EXISTS:
+            mode = "exists"
+        else:
+            mode = "exact" if required else "no_stream"
         args: list[object] = [first.bounded_context, first.aggregate_type, first.aggregate_id]
         args.append(count)
-        if required:
+        if mode == "exact":
             args.append(required)
         shared: frozenset[str] | None = None
         if count == 1:
@@ -115,68 +146,66 @@ class Store:
             for (name, _), values in zip(COLUMNS, columns, strict=True):
                 args.append(values[0] if name in shared else list(values))
         # In a transaction this library manages, the backend notifies after the commit.
-        sql = self._sql.append(mode, not self.appends.managed(tx), shared)
+        notify = not alone and not self.appends.managed(tx)
+        sql = self._sql.append(mode, shared, alone=alone, notify=notify)
         key = (first.bounded_context, first.aggregate_type, first.aggregate_id)
+        seen: int | None = None
         with translated(self._location):
-            try:
-                rows = await tx.fetch(sql, *args)
-            except pgerr.UniqueViolationError as err:
-                # The version is stored, but not as the head this append locked said:
-                # events written without moving their head (not by this library).
-                raise conflict_error(self._log, expected, first, actual=None) from err
-            if not rows or rows[0][1] is None or len(rows) < count:
-                raise await self._conflict(tx, expected, events, key, rows)
+            while True:
+                try:
+                    rows = await tx.fetch(sql, *args)
+                except pgerr.UniqueViolationError:
+                    # Alone, a conflicting row fails the statement, which wrote nothing.
+                    rows = []
+                if rows and rows[0][3]:
+                    break
+                # Nothing is kept: what went in before a skipped row is taken out again.
+                inserted = [row[1] for row in rows if row[1] is not None]
+                if inserted:
+                    await tx.execute(self._sql.undo_events, inserted)
+                stored = await self._stored(tx, events)
+                if stored:
+                    return replayed(self._log, expected, events, stored)
+                head = rows[0][0] if rows else await self._head(tx, key)
+                if not _expected_holds(mode, required, head):
+                    raise conflict_error(self._log, expected, first, actual=head)
+                # The expected version held, but another append took the version first.
+                if mode != "any" or (seen is not None and head <= seen):
+                    # Any() tries again at the new head; a head that did not move means
+                    # versions stored past it (by a writer that left the head behind).
+                    actual = await self._head(tx, key)
+                    raise conflict_error(self._log, expected, first, actual=actual)
+                seen = head
         if count > 1:
             rows = sorted(rows, key=lambda row: row[2])
-        stored = [
+        persisted = [
             es.persisted(event, row[1], row[2]) for event, row in zip(events, rows, strict=True)
         ]
         positions = [row[1] for row in rows]
-        self.appends.note(tx)
+        if not alone:
+            self.appends.note(tx, positions[-1])
         self._log.debug(
             "appended events",
             bounded_context=first.bounded_context,
             aggregate_type=first.aggregate_type,
             aggregate_id=first.aggregate_id,
-            from_version=stored[0].aggregate_version,
-            to_version=stored[-1].aggregate_version,
+            from_version=persisted[0].aggregate_version,
+            to_version=persisted[-1].aggregate_version,
             positions=positions,
         )
-        return es.AppendResult(stored, positions)
+        return es.AppendResult(persisted, positions)
 
-    async def _conflict(
-        self,
-        tx: Connection,
-        expected: es.ExpectedVersion,
-        events: Sequence[es.Event],
-        key: tuple[str, str, str],
-        rows: Sequence[asyncpg.Record],
-    ) -> OptimisticConcurrencyError:
-        """Undo what an append that hit a conflict wrote, and say what the conflict was.
+    async def _stored(
+        self, tx: Connection, events: Sequence[es.Event]
+    ) -> dict[uuid.UUID, es.PersistedEvent]:
+        """The stored events that have the ids of ``events``, by id."""
+        rows = await tx.fetch(self._sql.stored_ids, [event.event_id for event in events])
+        found = (es.make_persisted(*row) for row in rows)
+        return {event.event_id: event for event in found}
 
-        No row: the head was not at the expected version and nothing was written. A row
-        with fewer events than given: some event ids are already stored, so the events that
-        did go in are deleted and the head is put back.
-        """
-        first, ids = events[0], [event.event_id for event in events]
-        if rows:
-            inserted = [row[1] for row in rows if row[1] is not None]
-            if inserted:
-                await tx.execute(self._sql.undo_events, inserted)
-            base = rows[0][0] - len(events)
-            if base == 0:
-                await tx.execute(self._sql.undo_new_head, *key)
-            else:
-                await tx.execute(self._sql.undo_head, *key, base)
-        version, duplicate = await tx.fetchrow(self._sql.conflict_facts, *key, ids) or (None, None)
-        return conflict_error(
-            self._log,
-            expected,
-            first,
-            actual=version or 0,
-            duplicate=bool(rows),
-            event_id=duplicate,
-        )
+    async def _head(self, tx: Connection, key: tuple[str, str, str]) -> int:
+        version: int | None = await tx.fetchval(self._sql.head_version, *key)
+        return version or 0
 
     async def read_events(
         self, tx: Connection, from_position: int = 0, limit: int = 100

@@ -12,7 +12,7 @@ from typing import Any
 import aiosqlite
 
 from ..._url import DatabaseURL
-from ...errors import StoreUnavailableError
+from ...errors import StoreUnavailableError, TransactionRolledBackError
 from ...log import Logger
 from ...migrations import schema_statements
 from ...store import StoreConfig
@@ -20,6 +20,7 @@ from .._shared import (
     LocalNews,
     NoLease,
     local_news,
+    refused_commit,
 )
 from ..base import BackendBase
 from .errors import is_busy, translated
@@ -65,7 +66,8 @@ class SqliteBackend(BackendBase[Store]):
                 # its worker thread outlives the failure and may call into a closed loop.
                 await asyncio.to_thread(_probe, path)
             with translated(path):
-                connection = await asyncio.wait_for(pool.acquire(), connect_timeout)
+                async with asyncio.timeout(connect_timeout):
+                    connection = await pool.acquire()
         except (sqlite3.Error, OSError, TimeoutError, StoreUnavailableError) as err:
             await pool.close()
             raise StoreUnavailableError(
@@ -76,7 +78,7 @@ class SqliteBackend(BackendBase[Store]):
 
     def is_transient(self, err: BaseException) -> bool:
         """Whether ``err`` is a lock held past the busy timeout or a lost file."""
-        return isinstance(err, StoreUnavailableError) or is_busy(err)
+        return isinstance(err, (StoreUnavailableError, TransactionRolledBackError)) or is_busy(err)
 
     async def lease_held(self, name: str) -> None:
         """SQLite has no leases: batches take turns under its write lock."""
@@ -151,9 +153,13 @@ class _Transaction:
         tb: TracebackType | None,
     ) -> None:
         backend, connection = self._backend, self._connection
+        doomed = backend._store.appends.doomed(connection)
         appended = backend._store.appends.end(connection)
         settled = True
         try:
+            if exc_type is None and doomed is not None:
+                settled = await rollback_quietly(connection)
+                raise refused_commit(doomed, backend._location)
             if exc_type is None:
                 committed = False
                 try:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import aiosqlite
@@ -13,6 +14,7 @@ import aiosqlite
 from ... import es
 from ..._async import shielded
 from ..._holes import PendingHole
+from ...errors import StoreError, TransactionRolledBackError
 from ...log import get_logger
 from ...observe import observed_append
 from ...store import StoreConfig, default_store_config
@@ -24,6 +26,7 @@ from .._shared import (
     check_projection_name,
     check_stream_args,
     conflict_error,
+    replayed,
 )
 from ..base import CheckpointRow
 from .errors import translated
@@ -39,6 +42,7 @@ _INSERT_COLUMNS = (
     "event_version, payload, trace_id, correlation_id, causation_id, metadata, created_at"
 )
 _ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_LOOKUP_CHUNK = 500
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -47,28 +51,68 @@ def format_timestamp(moment: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    """A stored timestamp, in any format SQLite or the Go library writes, as aware UTC."""
-    moment = datetime.fromisoformat(text)
+    """A stored timestamp, in any format SQLite or the Go library writes, as aware UTC.
+
+    Text without an offset is taken as UTC (the Go library must be given UTC times).
+
+    Raises:
+        ValueError: ``text`` is no timestamp.
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = _parse_loosely(text)
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
 
 
+# Years of fewer than four digits (written before they were refused), fractions of any
+# length, Go's "+0000 UTC"-style zone suffixes.
+_LOOSE = re.compile(
+    r"\s*(\d{1,4})-(\d{1,2})-(\d{1,2})[ T](\d{1,2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+    r"\s*(?:(Z)|([+-])(\d{2}):?(\d{2}))?(?:\s+[A-Z]{1,5})?\s*\Z"
+)
+
+
+def _parse_loosely(text: str) -> datetime:
+    match = _LOOSE.match(text)
+    if match is None:
+        raise ValueError(f"not a timestamp: {text!r}")
+    year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
+    micros = int((match.group(7) or "0")[:6].ljust(6, "0"))
+    zone = UTC
+    if match.group(9):
+        offset = timedelta(hours=int(match.group(10)), minutes=int(match.group(11)))
+        zone = timezone(-offset if match.group(9) == "-" else offset)
+    return datetime(year, month, day, hour, minute, second, micros, tzinfo=zone)
+
+
 def row_event(row: Sequence[Any]) -> es.PersistedEvent:
+    """The event of a row (columns as ``_EVENT_COLUMNS``)."""
     payload = row[8]
+    try:
+        created_at = parse_timestamp(row[13])
+        event_id = uuid.UUID(row[5])
+    except (ValueError, TypeError, AttributeError) as err:
+        # Only a writer other than this library can have stored such a row.
+        raise StoreError(
+            f"the event at position {row[0]} has an unreadable event_id or created_at "
+            f"({row[5]!r}, {row[13]!r}): {err}; fix the row to read past it"
+        ) from err
     return es.make_persisted(
         row[1],
         row[2],
         row[3],
         row[6],
         payload if isinstance(payload, bytes) else as_bytes(payload) or b"",
-        uuid.UUID(row[5]),
+        event_id,
         row[7],
         as_bytes(row[12]),
         row[9],
         row[10],
         row[11],
-        parse_timestamp(row[13]),
+        created_at,
         row[0],
         row[4],
     )
@@ -106,6 +150,10 @@ class Store:
             f"UPDATE {heads} SET aggregate_version = aggregate_version + ?, updated_at = ? "
             f"WHERE {key} AND aggregate_version = ? RETURNING aggregate_version"
         )
+        self._head_exists = (
+            f"UPDATE {heads} SET aggregate_version = aggregate_version + ?, updated_at = ? "
+            f"WHERE {key} AND aggregate_version > 0 RETURNING aggregate_version"
+        )
         self._head_version = f"SELECT aggregate_version FROM {heads} WHERE {key}"
         self._head_restore = f"UPDATE {heads} SET aggregate_version = ? WHERE {key}"
         self._head_delete = f"DELETE FROM {heads} WHERE {key}"
@@ -114,7 +162,7 @@ class Store:
             self._insert_one + " RETURNING global_position, aggregate_version"
         )
         self._delete_versions_above = f"DELETE FROM {events} WHERE {key} AND aggregate_version > ?"
-        self._find_duplicate = f"SELECT event_id FROM {events} WHERE event_id IN "
+        self._stored_ids = f"SELECT {_EVENT_COLUMNS} FROM {events} WHERE event_id IN "
         self._read_events = (
             f"SELECT {_EVENT_COLUMNS} FROM {events} WHERE global_position > ? "
             "ORDER BY global_position LIMIT ?"
@@ -173,9 +221,17 @@ class Store:
     ) -> es.AppendResult:
         """Outside a transaction the append opens its own (``BEGIN IMMEDIATE``) and commits it."""
         required = es.validate_append(expected, events)
+        if tx.in_transaction:
+            try:
+                with translated(self._location):
+                    return await self._append_in_transaction(tx, expected, required, events)
+            except TransactionRolledBackError as err:
+                # A busy timeout fails only the statement; the error promises the whole
+                # transaction is gone, so make it so (and refuse a later COMMIT).
+                self.appends.doom(tx, err)
+                await rollback_quietly(tx)
+                raise
         with translated(self._location):
-            if tx.in_transaction:
-                return await self._append_in_transaction(tx, expected, required, events)
             finished = False
             try:
                 await tx.execute("BEGIN IMMEDIATE")
@@ -202,20 +258,19 @@ class Store:
         now = format_timestamp(datetime.now(UTC))
         if required is None:
             head = await tx.execute_fetchall(self._head_any, (*key, count, now))
+        elif required == es.STREAM_EXISTS:
+            head = await tx.execute_fetchall(self._head_exists, (count, now, *key))
         elif required == 0:
             head = await tx.execute_fetchall(self._head_no_stream, (*key, count, now))
         else:
             head = await tx.execute_fetchall(self._head_exact, (count, now, *key, required))
         if not head:
+            stored = await self._stored(tx, events)
+            if stored:
+                return replayed(self._log, expected, events, stored)
             found = await tx.execute_fetchall(self._head_version, key)
             actual = next(iter(found), (0,))[0]
-            raise conflict_error(
-                self._log,
-                expected,
-                first,
-                actual=actual,
-                event_id=await self._stored_id(tx, events),
-            )
+            raise conflict_error(self._log, expected, first, actual=actual)
         base = next(iter(head))[0] - count
         try:
             rows = await self._insert_events(tx, first, base, events)
@@ -226,13 +281,17 @@ class Store:
                 await tx.execute(self._head_delete, key)
             else:
                 await tx.execute(self._head_restore, (base, *key))
-            raise await self._integrity_conflict(tx, err, expected, first, events) from err
+            stored = await self._stored(tx, events)
+            if stored:
+                return replayed(self._log, expected, events, stored)
+            # The version is taken by events written without moving their head.
+            raise conflict_error(self._log, expected, first, actual=None) from err
         rows.sort(key=lambda row: row[1])
-        stored = [
+        persisted = [
             es.persisted(event, row[0], row[1]) for event, row in zip(events, rows, strict=True)
         ]
         positions = [row[0] for row in rows]
-        self.appends.note(tx)
+        self.appends.note(tx, positions[-1])
         self._log.debug(
             "appended events",
             bounded_context=first.bounded_context,
@@ -242,7 +301,7 @@ class Store:
             to_version=base + count,
             positions=positions,
         )
-        return es.AppendResult(stored, positions)
+        return es.AppendResult(persisted, positions)
 
     async def _insert_events(
         self, tx: aiosqlite.Connection, first: es.Event, base: int, events: Sequence[es.Event]
@@ -285,31 +344,23 @@ class Store:
         first_position = last - len(rows) + 1
         return [(first_position + index, base + index + 1) for index in range(len(rows))]
 
-    async def _integrity_conflict(
-        self,
-        tx: aiosqlite.Connection,
-        err: sqlite3.IntegrityError,
-        expected: es.ExpectedVersion,
-        first: es.Event,
-        events: Sequence[es.Event],
-    ) -> Exception:
-        if ".event_id" not in str(err):
-            return conflict_error(self._log, expected, first, actual=None)
-        event_id = await self._stored_id(tx, events)
-        return conflict_error(
-            self._log, expected, first, actual=None, duplicate=True, event_id=event_id
-        )
-
-    async def _stored_id(
+    async def _stored(
         self, tx: aiosqlite.Connection, events: Sequence[es.Event]
-    ) -> uuid.UUID | None:
-        """An id of ``events`` that is stored already, if any (looked up after a conflict,
-        so a retried command is told it already happened)."""
+    ) -> dict[uuid.UUID, es.PersistedEvent]:
+        """The stored events that have the ids of ``events``, by id (looked up after a
+        conflict, to tell a retried append from a true duplicate)."""
         ids = [str(event.event_id) for event in events]
-        found = await tx.execute_fetchall(
-            self._find_duplicate + "(" + ", ".join("?" * len(ids)) + ") LIMIT 1", ids
-        )
-        return uuid.UUID(next(iter(found))[0]) if found else None
+        found: dict[uuid.UUID, es.PersistedEvent] = {}
+        # In chunks: SQLite limits the number of parameters of one statement.
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[start : start + _LOOKUP_CHUNK]
+            rows = await tx.execute_fetchall(
+                self._stored_ids + "(" + ", ".join("?" * len(chunk)) + ")", chunk
+            )
+            for row in rows:
+                event = row_event(row)
+                found[event.event_id] = event
+        return found
 
     async def read_events(
         self, tx: aiosqlite.Connection, from_position: int = 0, limit: int = 100
