@@ -38,9 +38,10 @@ MAX_EVENT_VERSION = 2**31 - 1
 #: Positions and aggregate versions are 64-bit signed integers on every database.
 MAX_POSITION = 2**63 - 1
 #: The instants every database stores (MySQL's DATETIME and SQLite's four-digit years
-#: start at year 1000).
+#: start at year 1000). The very last microsecond of 9999 is left out: PostgreSQL's
+#: driver takes it for ``infinity``.
 MIN_CREATED_AT = datetime(1000, 1, 1, tzinfo=UTC)
-MAX_CREATED_AT = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+MAX_CREATED_AT = datetime(9999, 12, 31, 23, 59, 59, 999998, tzinfo=UTC)
 #: ``required_version`` for ``StreamExists()``.
 STREAM_EXISTS = -1
 

@@ -90,7 +90,7 @@ $$""",
         f"""DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_trigger
-                   WHERE tgname = '{name}' AND tgrelid = '{events}'::regclass) THEN
+                   WHERE tgname = lower('{name}') AND tgrelid = '{events}'::regclass) THEN
         CREATE TRIGGER {name} BEFORE INSERT ON {events} FOR EACH STATEMENT
             WHEN (pg_current_xact_id_if_assigned() IS NULL)
             EXECUTE FUNCTION {name}();

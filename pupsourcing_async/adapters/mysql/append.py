@@ -196,16 +196,18 @@ async def append(
                 if outcome is not None and outcome.inserted == count:
                     break
                 # Nothing of the append is kept. A retry of a stored append gets its result;
-                # Any() tries again at the head another append moved; the rest conflict.
+                # the rest conflict, unless they can go on at the head another append moved.
                 stored = await _stored(store, cursor, events)
                 if stored:
                     return replayed(store.log, expected, events, stored)
                 await cursor.execute(render(sql.head_version, key))
                 found = await cursor.fetchall()
                 actual = int(found[0][0]) if found else 0
-                # A head that did not move means versions stored past it (by a writer that
+                # Any() and StreamExists() (while it holds) try again at the new head; a
+                # head that did not move means versions stored past it (by a writer that
                 # left the head behind): trying again would not help.
-                if mode != "any" or (seen is not None and actual <= seen):
+                again = mode == "any" or (mode == "exists" and actual > 0)
+                if not again or (seen is not None and actual <= seen):
                     raise conflict_error(store.log, expected, first, actual=actual)
                 seen = actual
             positions = outcome.positions

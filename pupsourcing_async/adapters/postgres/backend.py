@@ -14,7 +14,7 @@ from asyncpg.pool import PoolConnectionProxy
 from ... import projection
 from ..._async import acquire_safely, shielded
 from ..._url import DatabaseURL
-from ...errors import StoreUnavailableError, TransactionRolledBackError
+from ...errors import StoreUnavailableError, TransactionRolledBackError, UnsupportedURLError
 from ...log import Logger, get_logger
 from ...migrations import schema_statements
 from ...projection.config import ProcessorConfig
@@ -29,6 +29,16 @@ from .errors import TRANSIENT, is_unavailable, translate, translated
 from .notify import Listener, ListenNews, Notifier
 from .sql import notify_channel
 from .store import Store
+
+# Errors of connect() that say the URL's options are wrong, not that the server is away:
+# asyncpg's own checks, and the server's refusal of an unknown setting (asyncpg passes
+# query options it does not know on as server settings).
+_URL_REFUSED = (
+    asyncpg.ClientConfigurationError,
+    asyncpg.UndefinedObjectError,
+    asyncpg.InvalidParameterValueError,
+    asyncpg.CantChangeRuntimeParamError,
+)
 
 # How long close() waits for connections still checked out before closing them.
 _CLOSE_TIMEOUT = 10.0
@@ -87,6 +97,12 @@ class PostgresBackend(BackendBase[Store]):
                 timeout=connect_timeout,
                 **pool_options,
             )
+        except _URL_REFUSED as err:
+            # An option of the URL's query string that asyncpg or the server refuses.
+            raise UnsupportedURLError(
+                f"PostgreSQL URL {url} has an option that cannot be used: {url.scrub(str(err))}",
+                scheme=url.scheme,
+            ) from err
         except Exception as err:
             raise StoreUnavailableError(
                 f"could not connect to PostgreSQL at {location}: {url.scrub(str(err))}",

@@ -170,9 +170,10 @@ class Store:
                 if not _expected_holds(mode, required, head):
                     raise conflict_error(self._log, expected, first, actual=head)
                 # The expected version held, but another append took the version first.
-                if mode != "any" or (seen is not None and head <= seen):
-                    # Any() tries again at the new head; a head that did not move means
-                    # versions stored past it (by a writer that left the head behind).
+                if mode not in ("any", "exists") or (seen is not None and head <= seen):
+                    # Any() and StreamExists() try again at the new head; a head that did
+                    # not move means versions stored past it (by a writer that left the
+                    # head behind).
                     actual = await self._head(tx, key)
                     raise conflict_error(self._log, expected, first, actual=actual)
                 seen = head
