@@ -135,6 +135,12 @@ class Backend(Protocol):
         ``None`` where the database has no leases."""
         ...
 
+    @property
+    def connections_in_use(self) -> int:
+        """Connections taken from the pool and not yet given back (transactions, leases,
+        the notification listener)."""
+        ...
+
 
 class BackendBase(Generic[StoreT]):
     """What every adapter's backend keeps the same way: its store, where it is, and the

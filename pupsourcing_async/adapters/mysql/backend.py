@@ -190,6 +190,11 @@ class MysqlBackend(BackendBase[Store]):
         """The aiomysql pool, for running your own queries."""
         return self._pool
 
+    @property
+    def connections_in_use(self) -> int:
+        """Connections taken from the pool and not yet given back."""
+        return int(self._pool.size - self._pool.freesize)
+
     async def _acquire(self) -> Any:
         """A pooled connection, acquired without losing a cancellation or the connection."""
         with translated(self._location):

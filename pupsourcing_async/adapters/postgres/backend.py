@@ -115,6 +115,11 @@ class PostgresBackend(BackendBase[Store]):
         """The asyncpg pool, for running your own queries."""
         return self._pool
 
+    @property
+    def connections_in_use(self) -> int:
+        """Connections taken from the pool and not yet given back."""
+        return self._pool.get_size() - self._pool.get_idle_size()
+
     def _unavailable(self, action: str, err: BaseException) -> StoreUnavailableError:
         return StoreUnavailableError(
             f"{action} on PostgreSQL at {self._location} failed: {err}", location=self._location

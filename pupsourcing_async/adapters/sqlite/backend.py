@@ -76,6 +76,11 @@ class SqliteBackend(BackendBase[Store]):
         await pool.release(connection)
         return cls(pool, store=Store(store_config, location=path), location=path)
 
+    @property
+    def connections_in_use(self) -> int:
+        """Connections taken from the pool and not yet given back."""
+        return self._pool.in_use
+
     def is_transient(self, err: BaseException) -> bool:
         """Whether ``err`` is a lock held past the busy timeout or a lost file."""
         return isinstance(err, (StoreUnavailableError, TransactionRolledBackError)) or is_busy(err)

@@ -23,6 +23,11 @@ class ConnectionPool:
         self._slots = asyncio.Semaphore(max_size)
         self._closed = False
 
+    @property
+    def in_use(self) -> int:
+        """Connections handed out and not yet taken back."""
+        return len(self._open) - len(self._idle)
+
     async def _connect(self) -> aiosqlite.Connection:
         # isolation_level=None: transactions are begun and ended explicitly, never implicitly.
         connection = await aiosqlite.connect(self._path, isolation_level=None)
