@@ -24,6 +24,8 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 #: Table names are limited so that every derived name (indexes, sequences, helper tables
 #: such as ``<events_table>_appends``) stays within PostgreSQL's 63-character limit.
 MAX_TABLE_NAME_LENGTH = 40
+#: The helper tables' names are ``events_table`` followed by one of these.
+HELPER_TABLE_SUFFIXES = ("_in_flight", "_snapshots")
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -75,6 +77,13 @@ class StoreConfig:
             object.__setattr__(self, "observers", tuple(self.observers))  # type: ignore[unreachable]
         if len({name.lower() for name in names.values()}) != len(names):
             raise ValueError(f"table names must be distinct, got {names}")
+        helpers = {(self.events_table + suffix).lower() for suffix in HELPER_TABLE_SUFFIXES}
+        for what, name in names.items():
+            if name.lower() in helpers:
+                raise ValueError(
+                    f"{what} must not be named like a helper table of events_table "
+                    f"{self.events_table!r}, got {name!r}"
+                )
 
 
 def default_store_config() -> StoreConfig:

@@ -27,6 +27,7 @@ from .._shared import (
 )
 from ..base import CheckpointRow
 from .errors import DEADLOCK, DUPLICATE_KEY, LOCK_ERRORS, error_code, is_unavailable, translated
+from .snapshots import Snapshots
 from .sql import EVENT_COLUMNS, INSERT_COLUMNS, KEY, ROW_FROM_HEAD, ROW_LITERAL
 
 
@@ -162,6 +163,8 @@ class Store:
         self._config = config or default_store_config()
         self._location = location
         self._log = get_logger(self._config.logger, "pupsourcing_async.store")
+        #: The aggregate snapshots kept beside this store's events.
+        self.snapshots = Snapshots(self._config, location=location)
         self._holes: HoleTracker[int] = HoleTracker()
         self._proven = 0  # every registration below this id is known to have ended
         self._mariadb: bool | None = None

@@ -28,6 +28,8 @@ from .._shared import (
 from ..base import CheckpointRow
 from .errors import translated
 from .pool import rollback_quietly
+from .snapshots import Snapshots
+from .timestamps import format_timestamp, parse_timestamp
 
 _EVENT_COLUMNS = (
     "global_position, bounded_context, aggregate_type, aggregate_id, aggregate_version, "
@@ -39,19 +41,6 @@ _INSERT_COLUMNS = (
     "event_version, payload, trace_id, correlation_id, causation_id, metadata, created_at"
 )
 _ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-
-
-def format_timestamp(moment: datetime) -> str:
-    """A timestamp as stored: UTC, microseconds, the format the Go library writes."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def parse_timestamp(text: str) -> datetime:
-    """A stored timestamp, in any format SQLite or the Go library writes, as aware UTC."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def row_event(row: Sequence[Any]) -> es.PersistedEvent:
@@ -86,6 +75,8 @@ class Store:
         self._config = config or default_store_config()
         self._location = location
         self._log = get_logger(self._config.logger, "pupsourcing_async.store")
+        #: The aggregate snapshots kept beside this store's events.
+        self.snapshots = Snapshots(self._config, location=location)
         events, heads = self._config.events_table, self._config.aggregate_heads_table
         checkpoints = self._config.checkpoints_table
         key = "bounded_context = ? AND aggregate_type = ? AND aggregate_id = ?"
