@@ -692,3 +692,21 @@ def test_a_table_named_like_a_helper_table_is_refused() -> None:
     with pytest.raises(ValueError, match="aggregate_heads_table must not be named like a helper"):
         StoreConfig(events_table="ev", aggregate_heads_table="EV_IN_FLIGHT")
     assert snapshots_table(StoreConfig(events_table="billing_events")) == "billing_events_snapshots"
+
+
+async def test_a_repository_saves_only_aggregates_of_its_class(db: Database) -> None:
+    class Ledger(AggregateRoot):
+        bounded_context = "Banking"
+        aggregate_type = "Account"
+
+        def apply_deposited(self, event: Deposited) -> None:
+            pass
+
+    accounts = AggregateRepository(db.store, REGISTRY, Account, snapshot_every=1)
+    ledger = Ledger("acc-18")
+    ledger.record(Deposited(1))
+    with pytest.raises(TypeError, match="this repository saves Account aggregates, got Ledger"):
+        async with db.transaction() as tx:
+            await accounts.save(tx, ledger)  # type: ignore[arg-type]
+    async with db.transaction() as tx:
+        assert (await db.store.read_aggregate_stream(tx, "Banking", "Account", "acc-18")).is_empty

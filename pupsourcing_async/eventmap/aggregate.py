@@ -316,7 +316,8 @@ class AggregateRepository(Generic[A]):
         self._latest = latest
         self._snapshot_every = snapshot_every
         self._snapshots: SnapshotStore[Any] | None = None
-        self._log = get_logger(store.config.logger, "pupsourcing_async.eventmap")
+        config = getattr(store, "config", None)
+        self._log = get_logger(getattr(config, "logger", None), "pupsourcing_async.eventmap")
         if issubclass(aggregate_class, SnapshotAggregate):
             _check_snapshot_class(aggregate_class)
             found = snapshots if snapshots is not None else getattr(store, "snapshots", None)
