@@ -25,6 +25,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 #: Table names are limited so that every derived name (indexes, sequences, helper tables
 #: such as ``<events_table>_appends``) stays within PostgreSQL's 63-character limit.
 MAX_TABLE_NAME_LENGTH = 40
+#: The helper tables' names are ``events_table`` followed by one of these.
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -118,12 +119,12 @@ class StoreConfig:
             raise ValueError(f"table names must be distinct, got {names}")
         if self.notify_channel is not None:
             check_identifier(self.notify_channel, "notify_channel")
-        taken = {name.lower(): what for what, name in names.items()}
+        taken = {name.lower(): (what, name) for what, name in names.items()}
         for role, helper in self.helper_names().items():
-            clash = taken.setdefault(helper.lower(), role)
+            clash, name = taken.setdefault(helper.lower(), (role, helper))
             if clash != role:
                 raise ValueError(
-                    f"{clash} {helper!r} would collide with the store's {role} of the same "
+                    f"{clash} {name!r} would collide with the store's {role} of the same "
                     "name: choose other table names"
                 )
 

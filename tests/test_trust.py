@@ -33,11 +33,14 @@ from .conftest import RawSQL, drop_tables, make_event, read_whole_log
 
 SERVERS = ["postgres", "mysql"]
 
+# A table name of this run's own, so that what an earlier run (of an older version) left
+# behind cannot make this one fail.
+INJECTED = f"pups_injected_{uuid.uuid4().hex[:8]}"
 # Bytes that break naive escaping: quotes, backslashes, NUL, CR/LF, Ctrl-Z, and a payload
 # that would run SQL if a backslash-escaped quote ended its string.
 NASTY = [
-    b"x', NULL, NULL, NULL, NULL, NOW()); CREATE TABLE pups_injected (i INT); -- ",
-    b"\\', 1); DROP TABLE pups_injected; -- ",
+    f"x', NULL, NULL, NULL, NULL, NOW()); CREATE TABLE {INJECTED} (i INT); -- ".encode(),
+    f"\\', 1); DROP TABLE {INJECTED}; -- ".encode(),
     b"\x00\x1a\r\n\\\\'\"\x00",
     bytes(range(256)),
     b"",
@@ -59,7 +62,7 @@ async def stream(db: Database, aggregate_id: str, **where: str) -> es.Stream:
 async def injected_table_exists(db: Database) -> bool:
     async with db.transaction() as tx:
         names = await RawSQL(db.dialect).tables_like(tx, "pups")
-    return "pups_injected" in names
+    return INJECTED in names
 
 
 # --- item 1: values never reach SQL text unescaped -------------------------------------

@@ -35,6 +35,9 @@ from .store import Store
 # GET_LOCK name that serializes concurrent migrate() calls.
 _MIGRATE_LOCK = "pupsourcing_async.migrate"
 
+# How long a lease whose connection was closed waits for the server to free its lock.
+_RELEASE_WAIT = 5.0
+
 _TRUE = {"1", "true", "yes", "on", "required"}
 _FALSE = {"0", "false", "no", "off", "disabled"}
 _URL_OPTIONS = (
@@ -231,35 +234,66 @@ class MysqlBackend(BackendBase[Store]):
         """Hold ``GET_LOCK`` on checkpoint ``name`` on a connection of its own.
 
         The lock goes with the connection: if it dies, the server releases the lock, and
-        the batch that notices fails (batches run on this same connection).
+        the batch that notices fails (batches run on this same connection). When the
+        block ends the lock is free again, whatever ended it: a connection interrupted
+        mid-query is closed, and then the server's release is waited for.
         """
         lock = lease_name(self._store.config.events_table, name)
         connection = await self._acquire()
-        released = False
+        holder: list[int] = []  # the session that holds the lock, once it does
 
         async def try_lock() -> bool:
-            async with connection.cursor() as cursor:
-                with translated(self._location):
-                    await cursor.execute(render("SELECT GET_LOCK(%s, 0)", [lock]))
-                    held: bool = (await cursor.fetchall())[0][0] == 1
-                    await connection.commit()
-            return held
+            try:
+                async with connection.cursor() as cursor:
+                    with translated(self._location):
+                        await cursor.execute(
+                            render("SELECT GET_LOCK(%s, 0), CONNECTION_ID()", [lock])
+                        )
+                        locked, session = (await cursor.fetchall())[0]
+                        await connection.commit()
+            except asyncio.CancelledError:
+                connection.close()  # interrupted mid-query: unfit for another statement
+                raise
+            if locked == 1:
+                holder.append(int(session))
+            return bool(locked == 1)
 
         try:
             await wait_for_lock(try_lock, checkpoint=name, poll_interval=poll_interval, log=log)
             yield _Lease(self, connection)
-            async with connection.cursor() as cursor:
-                with translated(self._location):
+        finally:
+            try:
+                await shielded(self._give_up(connection, lock, holder))
+            finally:
+                await _release(self._pool, connection)
+
+    async def _give_up(self, connection: Any, lock: str, holder: list[int]) -> None:
+        """Release a lease's lock: on its connection if that is still fit for a statement,
+        else by closing it and waiting until the server has let the lock go."""
+        if not holder:
+            return
+        if not connection.closed:
+            try:
+                async with connection.cursor() as cursor:
                     await cursor.execute(render("SELECT RELEASE_LOCK(%s)", [lock]))
                     await cursor.fetchall()
                     await connection.commit()
-            released = True
-        finally:
-            if not released:
-                # Closing the connection is what surely releases the lock (and whatever
-                # state an interrupted query left on it).
+                return
+            except Exception:
                 connection.close()
-            await _release(self._pool, connection)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _RELEASE_WAIT
+        while loop.time() < deadline:
+            try:
+                async with self.transaction() as other, other.cursor() as cursor:
+                    await cursor.execute(render("SELECT IS_USED_LOCK(%s)", [lock]))
+                    owner = (await cursor.fetchall())[0][0]
+            except Exception:
+                return  # the server is away; it frees the lock with the session
+            if owner is None or int(owner) != holder[0]:
+                return
+            await asyncio.sleep(0.005)
+        self._log.error("the server kept a closed session's lease", lock=lock)
 
     def news(self) -> AbstractAsyncContextManager[LocalNews]:
         """Wake-ups on appends committed through this database; others are polled for."""

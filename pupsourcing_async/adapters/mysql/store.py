@@ -27,6 +27,7 @@ from ..base import CheckpointRow
 from .append import ServerFacts, append
 from .errors import LOCK_ERRORS, error_code, translated
 from .literals import render
+from .snapshots import Snapshots
 from .sql import Statements
 
 
@@ -36,7 +37,9 @@ class Cursor(Protocol):
     rowcount: int
     lastrowid: int
 
-    async def execute(self, query: str, args: Sequence[object] | None = None) -> int: ...
+    # No parameters: aiomysql would escape them in a way NO_BACKSLASH_ESCAPES breaks;
+    # statements are rendered with .literals first.
+    async def execute(self, query: str) -> int: ...
 
     async def fetchall(self) -> Sequence[tuple[Any, ...]]: ...
 
@@ -124,6 +127,8 @@ class Store:
         self._config = config or default_store_config()
         self._location = location
         self._log = get_logger(self._config.logger, "pupsourcing_async.store")
+        #: The aggregate snapshots kept beside this store's events.
+        self.snapshots = Snapshots(self._config, location=location)
         self._holes: HoleTracker[int] = HoleTracker()
         self._proven = 0  # every registration below this id is known to have ended
         self._facts: ServerFacts | None = None

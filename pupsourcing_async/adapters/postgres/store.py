@@ -26,6 +26,7 @@ from .._shared import (
 )
 from ..base import CheckpointRow
 from .errors import translated
+from .snapshots import Snapshots
 from .sql import COLUMNS, POSITION, SHAREABLE, Statements
 
 #: What the store methods accept as ``tx``: a connection, or a pool's proxy of one.
@@ -72,6 +73,8 @@ class Store:
         self._holes: HoleTracker[int] = HoleTracker()
         self._location = location
         self._log = get_logger(self._config.logger, "pupsourcing_async.store")
+        #: The aggregate snapshots kept beside this store's events.
+        self.snapshots = Snapshots(self._config, location=location)
         #: Connections that appended in their open transaction (see AppendTracker).
         self.appends = AppendTracker()
 

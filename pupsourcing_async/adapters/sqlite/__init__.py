@@ -11,7 +11,8 @@ from __future__ import annotations
 from ...store import StoreConfig, default_store_config
 from .backend import SqliteBackend
 from .errors import is_busy, translated
-from .store import Store, format_timestamp, parse_timestamp
+from .store import Store
+from .timestamps import format_timestamp, parse_timestamp
 
 __all__ = [
     "SqliteBackend",

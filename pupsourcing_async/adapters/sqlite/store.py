@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiosqlite
@@ -31,6 +30,8 @@ from .._shared import (
 from ..base import CheckpointRow
 from .errors import translated
 from .pool import rollback_quietly
+from .snapshots import Snapshots
+from .timestamps import format_timestamp, parse_timestamp
 
 _EVENT_COLUMNS = (
     "global_position, bounded_context, aggregate_type, aggregate_id, aggregate_version, "
@@ -43,49 +44,6 @@ _INSERT_COLUMNS = (
 )
 _ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _LOOKUP_CHUNK = 500
-
-
-def format_timestamp(moment: datetime) -> str:
-    """A timestamp as stored: UTC, microseconds, the format the Go library writes."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def parse_timestamp(text: str) -> datetime:
-    """A stored timestamp, in any format SQLite or the Go library writes, as aware UTC.
-
-    Text without an offset is taken as UTC (the Go library must be given UTC times).
-
-    Raises:
-        ValueError: ``text`` is no timestamp.
-    """
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        moment = _parse_loosely(text)
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-# Years of fewer than four digits (written before they were refused), fractions of any
-# length, Go's "+0000 UTC"-style zone suffixes.
-_LOOSE = re.compile(
-    r"\s*(\d{1,4})-(\d{1,2})-(\d{1,2})[ T](\d{1,2}):(\d{2}):(\d{2})(?:\.(\d+))?"
-    r"\s*(?:(Z)|([+-])(\d{2}):?(\d{2}))?(?:\s+[A-Z]{1,5})?\s*\Z"
-)
-
-
-def _parse_loosely(text: str) -> datetime:
-    match = _LOOSE.match(text)
-    if match is None:
-        raise ValueError(f"not a timestamp: {text!r}")
-    year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
-    micros = int((match.group(7) or "0")[:6].ljust(6, "0"))
-    zone = UTC
-    if match.group(9):
-        offset = timedelta(hours=int(match.group(10)), minutes=int(match.group(11)))
-        zone = timezone(-offset if match.group(9) == "-" else offset)
-    return datetime(year, month, day, hour, minute, second, micros, tzinfo=zone)
 
 
 def row_event(row: Sequence[Any]) -> es.PersistedEvent:
@@ -130,6 +88,8 @@ class Store:
         self._config = config or default_store_config()
         self._location = location
         self._log = get_logger(self._config.logger, "pupsourcing_async.store")
+        #: The aggregate snapshots kept beside this store's events.
+        self.snapshots = Snapshots(self._config, location=location)
         events, heads = self._config.events_table, self._config.aggregate_heads_table
         checkpoints = self._config.checkpoints_table
         key = "bounded_context = ? AND aggregate_type = ? AND aggregate_id = ?"
