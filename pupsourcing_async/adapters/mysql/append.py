@@ -157,8 +157,8 @@ async def append(
     count = len(events)
     key = (first.bounded_context, first.aggregate_type, first.aggregate_id)
     sql = store.sql
-    async with tx.cursor() as cursor:
-        with translated(store.location):
+    with translated(store.location):
+        async with tx.cursor() as cursor:
             facts = await store.facts(cursor, tx)
             if facts.timestamp_column:
                 _check_timestamps(events)

@@ -223,8 +223,8 @@ class MysqlBackend(BackendBase[Store]):
     async def lease_held(self, name: str) -> bool:
         """Whether any session holds the ``GET_LOCK`` of checkpoint ``name``."""
         lock = lease_name(self._store.config.events_table, name)
-        async with self.transaction() as connection, connection.cursor() as cursor:
-            with translated(self._location):
+        with translated(self._location):
+            async with self.transaction() as connection, connection.cursor() as cursor:
                 await cursor.execute(render("SELECT IS_USED_LOCK(%s)", [lock]))
                 rows = await cursor.fetchall()
         return rows[0][0] is not None
@@ -244,8 +244,8 @@ class MysqlBackend(BackendBase[Store]):
 
         async def try_lock() -> bool:
             try:
-                async with connection.cursor() as cursor:
-                    with translated(self._location):
+                with translated(self._location):
+                    async with connection.cursor() as cursor:
                         await cursor.execute(
                             render("SELECT GET_LOCK(%s, 0), CONNECTION_ID()", [lock])
                         )
@@ -301,8 +301,8 @@ class MysqlBackend(BackendBase[Store]):
 
     async def migrate(self) -> None:
         """Create the tables if they do not exist; safe to run concurrently."""
-        async with self.transaction() as connection, connection.cursor() as cursor:
-            with translated(self._location):
+        with translated(self._location):
+            async with self.transaction() as connection, connection.cursor() as cursor:
                 await cursor.execute(render("SELECT GET_LOCK(%s, 60)", [_MIGRATE_LOCK]))
                 if (await cursor.fetchall())[0][0] != 1:
                     raise StoreUnavailableError(

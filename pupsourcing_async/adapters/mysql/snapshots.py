@@ -78,8 +78,8 @@ class Snapshots:
         if not isinstance(snapshot, Snapshot):
             raise TypeError(f"snapshot must be a Snapshot, got {type(snapshot).__name__}")
         s = snapshot
-        async with tx.cursor() as cursor:
-            with translated(self._location):
+        with translated(self._location):
+            async with tx.cursor() as cursor:
                 # 1: inserted, 2: replaced, 0: the stored one is as new (left as it was).
                 changed = await cursor.execute(
                     render(
@@ -108,8 +108,8 @@ class Snapshots:
         """The aggregate's snapshot of ``schema_version``; see ``SnapshotStore.load``."""
         check_aggregate_key(bounded_context, aggregate_type, aggregate_id)
         check_schema_version(schema_version)
-        async with tx.cursor() as cursor:
-            with translated(self._location):
+        with translated(self._location):
+            async with tx.cursor() as cursor:
                 await cursor.execute(
                     render(
                         self._load, (bounded_context, aggregate_type, aggregate_id, schema_version)
@@ -131,8 +131,8 @@ class Snapshots:
 
     async def summary(self, tx: Connection) -> list[SnapshotSummary]:
         """The snapshots, grouped; see ``SnapshotStore.summary``."""
-        async with tx.cursor() as cursor:
-            with translated(self._location):
+        with translated(self._location):
+            async with tx.cursor() as cursor:
                 await cursor.execute(self._summary)
                 rows = await cursor.fetchall()
         return [
@@ -165,6 +165,6 @@ class Snapshots:
         )
         where = " AND ".join(f"{column} = %s" for column, _ in conditions)
         sql = f"DELETE FROM {self._table}" + (f" WHERE {where}" if where else "")
-        async with tx.cursor() as cursor:
-            with translated(self._location):
+        with translated(self._location):
+            async with tx.cursor() as cursor:
                 return await cursor.execute(render(sql, [value for _, value in conditions]))

@@ -219,8 +219,8 @@ class Store:
         """Read events after ``from_position``, gap-safe. See ``EventStore.read_events``."""
         check_position("from_position", from_position)
         check_limit(limit)
-        async with tx.cursor() as cursor:
-            with translated(self._location):
+        with translated(self._location):
+            async with tx.cursor() as cursor:
                 proven = await self._prove(cursor, tx)
                 await cursor.execute(render(self._sql.read_events, [from_position, limit]))
                 rows = await cursor.fetchall()
@@ -277,8 +277,8 @@ class Store:
 
     async def latest_global_position(self, tx: Connection) -> int:
         """The highest committed global position, 0 when the log is empty."""
-        async with tx.cursor() as cursor:
-            with translated(self._location):
+        with translated(self._location):
+            async with tx.cursor() as cursor:
                 await cursor.execute(self._sql.latest)
                 rows = await cursor.fetchall()
         return int(rows[0][0])
@@ -297,8 +297,8 @@ class Store:
             bounded_context, aggregate_type, aggregate_id, from_version, to_version
         )
         key = [bounded_context, aggregate_type, aggregate_id, low, high]
-        async with tx.cursor() as cursor:
-            with translated(self._location):
+        with translated(self._location):
+            async with tx.cursor() as cursor:
                 await cursor.execute(render(self._sql.stream, key))
                 rows = await cursor.fetchall()
         return es.Stream(
@@ -308,16 +308,16 @@ class Store:
     async def get_checkpoint(self, tx: Connection, projection_name: str) -> int:
         """The last position ``projection_name`` processed, 0 when none."""
         check_projection_name(projection_name)
-        async with tx.cursor() as cursor:
-            with translated(self._location):
+        with translated(self._location):
+            async with tx.cursor() as cursor:
                 await cursor.execute(render(self._sql.get_checkpoint, [projection_name]))
                 rows = await cursor.fetchall()
         return int(rows[0][0]) if rows else 0
 
     async def list_checkpoints(self, tx: Connection) -> list[CheckpointRow]:
         """Every checkpoint row, by name."""
-        async with tx.cursor() as cursor:
-            with translated(self._location):
+        with translated(self._location):
+            async with tx.cursor() as cursor:
                 await cursor.execute(self._sql.list_checkpoints)
                 rows = await cursor.fetchall()
         return [
@@ -327,8 +327,8 @@ class Store:
 
     async def event_types(self, tx: Connection) -> list[tuple[str, int]]:
         """Every distinct ``(event_type, event_version)`` pair stored, sorted."""
-        async with tx.cursor() as cursor:
-            with translated(self._location):
+        with translated(self._location):
+            async with tx.cursor() as cursor:
                 await cursor.execute(self._sql.event_types)
                 rows = await cursor.fetchall()
         return [(row[0], int(row[1])) for row in rows]
@@ -338,8 +338,8 @@ class Store:
         if not names:
             return 0
         placeholders = ", ".join(["%s"] * len(names))
-        async with tx.cursor() as cursor:
-            with translated(self._location):
+        with translated(self._location):
+            async with tx.cursor() as cursor:
                 return await cursor.execute(
                     render(f"{self._sql.delete_checkpoints}({placeholders})", names)
                 )
@@ -350,6 +350,6 @@ class Store:
         check_position("position", position)
         now = datetime.now(UTC).replace(tzinfo=None)
         args = [projection_name, position, now, position, now]
-        async with tx.cursor() as cursor:
-            with translated(self._location):
+        with translated(self._location):
+            async with tx.cursor() as cursor:
                 await cursor.execute(render(self._sql.update_checkpoint, args))
