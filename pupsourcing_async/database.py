@@ -14,7 +14,7 @@ import asyncio
 import importlib
 from collections.abc import Generator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import ModuleType, TracebackType
 from typing import Any
@@ -70,6 +70,7 @@ class Database:
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
         self._closed = False
+        self._schema_notes: list[str] | None = None
 
     @property
     def store(self) -> AdapterStore:
@@ -108,9 +109,11 @@ class Database:
         """Create the event store's tables and indexes if they do not exist.
 
         Idempotent, safe to run from several processes at once, and harmless over tables
-        the Go library created.
+        the Go library created. What such tables still lack for this library's guarantees
+        is logged, and reported by :meth:`health` (``schema_notes``).
         """
         await self._backend.migrate()
+        self._schema_notes = None
 
     def processor(self, config: ProcessorConfig | None = None) -> Processor:
         """A projection processor on this database: ``await db.processor(cfg).run(p)``."""
@@ -214,6 +217,8 @@ class Database:
         try:
             head, rows = await self._head_and_checkpoints()
             latency = loop.time() - started
+            if self._schema_notes is None:
+                self._schema_notes = await self._backend.inspect_schema()
             now = datetime.now(UTC)
             for row in rows:
                 lag = max(head - row.position, 0)
@@ -242,6 +247,7 @@ class Database:
             projections=projections,
             pending_holes=self.store.pending_holes(),
             error=error,
+            schema_notes=list(self._schema_notes or []),
         )
 
     async def close(self) -> None:
@@ -319,6 +325,8 @@ class HealthReport:
         projections: Every checkpoint, by name.
         pending_holes: Holes in the log this process's readers wait on, with their age.
         error: Why it was not reachable.
+        schema_notes: What the tables lack for the library's guarantees (a missing
+            registration trigger, a case-insensitive collation of a Go-made table).
     """
 
     reachable: bool
@@ -329,6 +337,7 @@ class HealthReport:
     projections: list[ProjectionHealth]
     pending_holes: list[PendingHole]
     error: str | None
+    schema_notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -360,6 +369,7 @@ class HealthReport:
                 {"first": h.first_position, "last": h.last_position, "age_s": round(h.age, 3)}
                 for h in self.pending_holes
             ],
+            "schema_notes": list(self.schema_notes),
         }
 
 

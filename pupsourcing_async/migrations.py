@@ -179,6 +179,15 @@ def mysql_indexes(c: StoreConfig) -> list[tuple[str, str, tuple[str, ...]]]:
     ]
 
 
+#: How many lock rows the MySQL appends of one store share (by aggregate key hash).
+MYSQL_APPEND_SLOTS = 1024
+
+
+def append_locks_table(config: StoreConfig) -> str:
+    """The MySQL helper table whose rows serialize this library's appends per aggregate."""
+    return f"{config.events_table}_append_locks"
+
+
 def mysql_registration(c: StoreConfig) -> str:
     """The events table's registration trigger on MySQL and MariaDB.
 
@@ -243,6 +252,18 @@ def _mysql(c: StoreConfig) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS {in_flight_table(c)} (
     id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY
 ) ENGINE=InnoDB""",
+        # This library's appends to one aggregate take one of these rows first (FOR
+        # UPDATE), so they queue here, not on the events' unique key. A duplicate key
+        # error leaves a shared gap lock behind until the transaction ends, and appends
+        # that all waited on one key (a Go writer's, held open) and then all retried would
+        # deadlock on each other's gap locks. The rows exist up front: locking a missing
+        # row would lock nothing at READ COMMITTED.
+        f"""CREATE TABLE IF NOT EXISTS {append_locks_table(c)} (
+    slot INT NOT NULL PRIMARY KEY
+) ENGINE=InnoDB""",
+        f"INSERT INTO {append_locks_table(c)} (slot) VALUES "
+        + ", ".join(f"({slot})" for slot in range(MYSQL_APPEND_SLOTS))
+        + " ON DUPLICATE KEY UPDATE slot = slot",
         mysql_registration(c),
     ]
 

@@ -90,6 +90,7 @@ class StoreConfig:
         heads, checkpoints = self.aggregate_heads_table, self.checkpoints_table
         return {
             "in-flight table": f"{events}_in_flight",
+            "append locks table": f"{events}_append_locks",
             "parked events table": f"{events}_parked",
             "snapshots table": f"{events}_snapshots",
             "position sequence": f"{events}_global_position_seq",

@@ -141,6 +141,11 @@ class Backend(Protocol):
         ``None`` where the database has no leases."""
         ...
 
+    async def inspect_schema(self) -> list[str]:
+        """What the tables lack for this library's guarantees (a missing registration
+        trigger, a case-insensitive collation), in words for an operator; reads only."""
+        ...
+
     @property
     def connections_in_use(self) -> int:
         """Connections taken from the pool and not yet given back (transactions, leases,

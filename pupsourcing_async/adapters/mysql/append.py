@@ -32,6 +32,8 @@ import pymysql.err
 
 from ... import es
 from ...errors import InvalidEventError
+from ...migrations import MYSQL_APPEND_SLOTS
+from ...projection.partitioning import fnv1a_32
 from .._shared import conflict_error, replayed, rolled_back
 from .errors import DATA_ERRORS, DEADLOCK, DUPLICATE_KEY, LOCK_ERRORS, error_code, translated
 from .literals import literal, render
@@ -134,6 +136,12 @@ def _check_timestamps(events: Sequence[es.Event]) -> None:
             )
 
 
+def append_slot(key: tuple[str, str, str]) -> int:
+    """The append lock row of an aggregate: a stable hash of its key."""
+    text = "\x00".join(key).encode("utf-8")
+    return fnv1a_32(text) % MYSQL_APPEND_SLOTS
+
+
 def _mode(required: int | None) -> str:
     if required is None:
         return "any"
@@ -173,6 +181,8 @@ async def append(
                 before += sql.register
             if count > 1 and facts.trigger:
                 before.append(sql.mark)
+            # Queue behind this library's other appends to the aggregate (see migrations).
+            before.append(render(sql.lock_slot, [append_slot(key)]))
             before.append(render(sql.read_head, key))
             check = []
             if condition and count > 1:

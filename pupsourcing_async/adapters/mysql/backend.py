@@ -28,7 +28,7 @@ from .._shared import (
 from ..base import BackendBase
 from .errors import LOCK_ERRORS, error_code, is_unavailable, translated
 from .literals import render
-from .schema import migrate_schema
+from .schema import inspect_schema, migrate_schema
 from .sql import SESSION_SETUP
 from .store import Store
 
@@ -319,6 +319,12 @@ class MysqlBackend(BackendBase[Store]):
                     await cursor.execute(render("SELECT RELEASE_LOCK(%s)", [_MIGRATE_LOCK]))
                     await cursor.fetchall()
         self._store.forget_facts()
+
+    async def inspect_schema(self) -> list[str]:
+        """What the existing tables lack (see ``schema.inspect_schema``)."""
+        with translated(self._location):
+            async with self.transaction() as connection, connection.cursor() as cursor:
+                return await inspect_schema(cursor, self._store.config)
 
     async def aclose(self) -> None:
         """Close the pool, if this backend opened it."""

@@ -5,7 +5,7 @@ Every ``%s`` is filled with a literal rendered by :mod:`.literals`, never by the
 
 from __future__ import annotations
 
-from ...migrations import in_flight_table
+from ...migrations import append_locks_table, in_flight_table
 from ...store import StoreConfig
 
 # Session settings every store connection needs. READ COMMITTED: REPEATABLE READ would
@@ -65,6 +65,7 @@ class Statements:
             f"DELETE FROM {in_flight} WHERE id = LAST_INSERT_ID()",
         ]
         self.fence = "; ".join([*self.register, "SELECT LAST_INSERT_ID()"])
+        self.lock_slot = f"SELECT slot FROM {append_locks_table(config)} WHERE slot = %s FOR UPDATE"
         self.mark = f"SET {REGISTERED} = 1"
         self.unmark = f"SET {REGISTERED} = NULL"
         # A SELECT ... INTO is a consistent read; SET @x = (SELECT ...) would take a shared

@@ -16,7 +16,7 @@ from ..._async import acquire_safely, shielded
 from ..._url import DatabaseURL
 from ...errors import StoreUnavailableError, TransactionRolledBackError, UnsupportedURLError
 from ...log import Logger, get_logger
-from ...migrations import schema_statements
+from ...migrations import registration_trigger, schema_statements
 from ...projection.config import ProcessorConfig
 from ...store import StoreConfig
 from .._shared import (
@@ -154,6 +154,25 @@ class PostgresBackend(BackendBase[Store]):
                 await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATE_LOCK)
                 for statement in schema_statements("postgres", self._store.config):
                     await connection.execute(statement)
+
+    async def inspect_schema(self) -> list[str]:
+        """Whether the events table has its registration trigger."""
+        config = self._store.config
+        async with self.transaction() as connection:
+            with translated(self._location):
+                present = await connection.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = lower($1) "
+                    "AND tgrelid = to_regclass($2))",
+                    registration_trigger(config),
+                    config.events_table,
+                )
+        if present:
+            return []
+        return [
+            f"the trigger {registration_trigger(config)} is missing: events written by "
+            "anything but this library (the Go library, psql) may, rarely, be skipped by "
+            "gap-safe readers; run migrate() as a role that may create triggers"
+        ]
 
     async def aclose(self) -> None:
         """Stop notifying and listening, and close the pool if this backend opened it.
