@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ._async import shielded
-from ._worker import configure_logging, run_worker, stop_on_signals
+from ._worker import configure_logging, run_worker, stop_on_signals, with_progress
+from .database import connect
 from .projection.config import ProcessorConfig
+from .store import StoreConfig
 
 __all__ = ["register"]
 
@@ -38,11 +42,17 @@ def _count(text: str) -> int:
     return value
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``publish nats`` to the command line."""
-    from .cli import _add_url_option, _command
-
-    publish = _command(
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    *,
+    command: Callable[..., argparse.ArgumentParser],
+    add_url_option: Callable[[argparse.ArgumentParser], None],
+    store_config: Callable[[argparse.Namespace], StoreConfig],
+    usage_error: type[Exception],
+) -> None:
+    """Add ``publish nats`` to the command line, with the command line's own helpers
+    (its subcommand maker, ``--url`` and table options, and the error that exits 2)."""
+    publish = command(
         commands,
         "publish",
         help="publish the event log to a message broker, exactly once",
@@ -50,7 +60,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         examples="  pupsourcing-async publish nats --url $DB --stream EVENTS",
     )
     brokers = publish.add_subparsers(dest="broker", metavar="BROKER", required=True)
-    nats = _command(
+    nats = command(
         brokers,
         "nats",
         help="publish to a NATS JetStream stream",
@@ -70,7 +80,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "      --bounded-context Billing --subject-prefix billing --json"
         ),
     )
-    _add_url_option(nats)
+    add_url_option(nats)
     nats.add_argument(
         "--nats",
         default=os.environ.get("PUPSOURCING_NATS_URL", DEFAULT_NATS_URL),
@@ -151,12 +161,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     nats.add_argument("--json", action="store_true", help="log one JSON object per line")
     nats.add_argument("--log-level", choices=tuple(_LEVELS), default="info", help="(default: info)")
-    nats.set_defaults(handler=_publish_nats)
+    nats.set_defaults(
+        handler=functools.partial(_publish_nats, store_config=store_config, usage_error=usage_error)
+    )
 
 
-async def _publish_nats(args: argparse.Namespace) -> int:
-    from .cli import UsageError, _open
-
+async def _publish_nats(
+    args: argparse.Namespace,
+    *,
+    store_config: Callable[[argparse.Namespace], StoreConfig],
+    usage_error: type[Exception],
+) -> int:
     try:
         from . import nats as pnats
         from .nats._envelope import check_prefix
@@ -178,12 +193,19 @@ async def _publish_nats(args: argparse.Namespace) -> int:
         )
         config = ProcessorConfig(batch_size=args.batch_size)
     except ValueError as err:
-        raise UsageError(str(err)) from None
+        raise usage_error(str(err)) from None
+    if not args.url:
+        raise usage_error("no database URL: pass --url or set PUPSOURCING_URL")
+    # The lease and the wake-ups can hold a connection each for the whole run; the
+    # progress reports need one more.
+    opening = connect(
+        args.url, store_config=with_progress(store_config(args)), min_size=1, max_size=4
+    )
     handler = configure_logging(json_lines=args.json, level=_LEVELS[args.log_level])
     try:
         with stop_on_signals() as stop:
             try:
-                return await _run(args, pnats, config, _open(args))
+                return await _run(args, pnats, config, opening)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if stop.received is None or task is None:

@@ -12,24 +12,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
 from .errors import ProjectionError
 from .log import Logger, get_logger
+from .observe import BatchObservation, Observer
 from .projection.base import Projection
 from .projection.config import ProcessorConfig
 from .projection.runner import run_projections
+from .store import StoreConfig
 
 if TYPE_CHECKING:
     from .database import Database
 
-__all__ = ["JsonFormatter", "SignalStop", "configure_logging", "run_worker", "stop_on_signals"]
+__all__ = [
+    "JsonFormatter",
+    "ProgressObserver",
+    "SignalStop",
+    "configure_logging",
+    "run_worker",
+    "stop_on_signals",
+    "with_progress",
+]
 
 #: The signals that stop a worker.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -103,7 +117,9 @@ async def run_worker(
         projections: ``(projection, config)`` pairs, run at once in one task group.
         logger: Where the worker logs; the ``pupsourcing_async.worker`` logger by default.
         progress_interval: Seconds between progress reports (position, head, lag,
-            events/s per checkpoint) while a projection is behind or moving.
+            events/s per checkpoint) while a projection is behind or moving. They come
+            from the store's :class:`ProgressObserver` when it has one
+            (:func:`with_progress`), else from reading the checkpoints.
         handle_signals: Stop cleanly on SIGINT and SIGTERM. Turn it off when the caller
             has its own :func:`stop_on_signals` around this call.
 
@@ -154,53 +170,145 @@ async def _run(
     interval: float,
 ) -> None:
     """Run the projections with a progress reporter beside them, until they return."""
+    failure: ProjectionError | None = None
     async with asyncio.TaskGroup() as group:
         reporter = group.create_task(_report(db, checkpoints, log, interval), name="progress")
         try:
             await run_projections(db, projections)
+        except ProjectionError as err:
+            # Raised out of the group it would come wrapped in an ExceptionGroup.
+            failure = err
         finally:
             reporter.cancel()
+    if failure is not None:
+        raise failure
+
+
+@dataclass(slots=True)
+class _Where:
+    """Where one checkpoint stands: position, head, and events counted so far."""
+
+    position: int
+    head: int
+    events: int
+
+
+class ProgressObserver(Observer):
+    """Keeps where each checkpoint's last committed batch left it, for progress reports.
+
+    Put one in the store's observers (:func:`with_progress`) and :func:`run_worker`
+    reports from it, exactly and without asking the database; otherwise it reads the
+    checkpoints (on SQLite those reads wait for the write lock that batches hold).
+    """
+
+    def __init__(self) -> None:
+        self._where: dict[str, _Where] = {}
+
+    def observe_batch(self, observation: BatchObservation) -> AbstractContextManager[None]:
+        """Note the batch once it has committed."""
+        return _Noting(self, observation)
+
+    def _note(self, observation: BatchObservation) -> None:
+        where = self._where.get(observation.checkpoint)
+        events = observation.events_read + (where.events if where is not None else 0)
+        self._where[observation.checkpoint] = _Where(
+            observation.to_position, max(observation.head_position, observation.to_position), events
+        )
+
+    def where(self, checkpoint: str) -> tuple[int, int, int] | None:
+        """``(position, head, events)`` of ``checkpoint``'s last batch, if it ran one."""
+        where = self._where.get(checkpoint)
+        return None if where is None else (where.position, where.head, where.events)
+
+
+class _Noting:
+    __slots__ = ("_observation", "_observer")
+
+    def __init__(self, observer: ProgressObserver, observation: BatchObservation) -> None:
+        self._observer = observer
+        self._observation = observation
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None and self._observation.error is None:
+            self._observer._note(self._observation)
+
+
+def with_progress(config: StoreConfig) -> StoreConfig:
+    """``config`` with a :class:`ProgressObserver` among its observers (if it has none)."""
+    if any(isinstance(observer, ProgressObserver) for observer in config.observers):
+        return config
+    return dataclasses.replace(config, observers=(*config.observers, ProgressObserver()))
 
 
 async def _report(db: Database, checkpoints: list[str], log: Logger, interval: float) -> None:
     """Log where each checkpoint is, now and every ``interval`` seconds while it moves or
     is behind; once when it has caught up."""
     loop = asyncio.get_running_loop()
-    last: dict[str, tuple[int, float]] = {}
+    tracker = next((o for o in db.store.config.observers if isinstance(o, ProgressObserver)), None)
+    last: dict[str, tuple[int, int, float]] = {}
     quiet: set[str] = set()
     while True:
-        try:
-            statuses = {status.name: status for status in await db.projection_status()}
-        except Exception as err:  # a report that fails must not stop the worker
-            log.error("progress unavailable", error=_one_line(err))
-            statuses = {}
         now = loop.time()
+        found = (
+            {name: tracker.where(name) for name in checkpoints}
+            if tracker is not None
+            else await _read_checkpoints(db, log, interval)
+        )
         for name in checkpoints:
-            status = statuses.get(name)
-            if status is None:
+            where = found.get(name)
+            if where is None:
                 continue
+            position, head, events = where
             before = last.get(name)
-            last[name] = (status.position, now)
-            moved = before is not None and status.position != before[0]
-            if status.lag == 0 and not moved and before is not None:
+            last[name] = (position, events, now)
+            lag = max(head - position, 0)
+            moved = before is not None and position != before[0]
+            if lag == 0 and not moved and before is not None:
                 if name not in quiet:
                     quiet.add(name)
-                    log.info("caught up", checkpoint=name, position=status.position)
+                    log.info("caught up", checkpoint=name, position=position)
                 continue
             quiet.discard(name)
             rate = None
-            if before is not None and now > before[1]:
-                rate = round((status.position - before[0]) / (now - before[1]), 1)
+            if before is not None and now > before[2]:
+                rate = round((events - before[1]) / (now - before[2]), 1)
             log.info(
                 "progress",
                 checkpoint=name,
-                position=status.position,
-                head=status.head,
-                lag=status.lag,
+                position=position,
+                head=head,
+                lag=lag,
                 events_per_s=rate,
             )
         # A pace, not a synchronisation: the report runs on its own clock.
         await asyncio.sleep(interval)
+
+
+async def _read_checkpoints(
+    db: Database, log: Logger, interval: float
+) -> dict[str, tuple[int, int, int] | None]:
+    """Every checkpoint's ``(position, head, position)`` as the database has it; positions
+    stand in for the events count."""
+    try:
+        # A database that does not answer (or a pool with no connection free) costs one
+        # report, not the reporter.
+        async with asyncio.timeout(interval):
+            statuses = await db.projection_status()
+    except TimeoutError:
+        log.error("progress unavailable", error=f"no answer within {interval:g}s")
+        return {}
+    except Exception as err:  # a report that fails must not stop the worker
+        log.error("progress unavailable", error=_one_line(err))
+        return {}
+    return {status.name: (status.position, status.head, status.position) for status in statuses}
 
 
 def _one_line(err: BaseException) -> str:

@@ -470,7 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_url_option(reset)
     reset.set_defaults(handler=_projections_reset)
 
-    register_publish(commands)
+    register_publish(
+        commands,
+        command=_command,
+        add_url_option=_add_url_option,
+        store_config=_store_config,
+        usage_error=UsageError,
+    )
     register_eventmap(commands)
     return parser
 

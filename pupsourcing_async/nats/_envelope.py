@@ -321,12 +321,13 @@ def event_from_message(
 
     if found.get(_ENVELOPE) != ENVELOPE_VERSION:
         raise fail(_ENVELOPE, f"is {found.get(_ENVELOPE)!r}, not {ENVELOPE_VERSION!r}")
+    event_id_text, created_at_text = required(MSG_ID), required(_CREATED_AT)
     try:
-        event_id = uuid.UUID(required(MSG_ID))
+        event_id = uuid.UUID(event_id_text)
     except ValueError:
         raise fail(MSG_ID, "is not a UUID") from None
     try:
-        created_at = datetime.fromisoformat(required(_CREATED_AT))
+        created_at = datetime.fromisoformat(created_at_text)
     except ValueError:
         raise fail(_CREATED_AT, "is not an ISO 8601 timestamp") from None
     if created_at.tzinfo is None:
