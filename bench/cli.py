@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
-from . import mysql, postgres, sqlite
+from . import mysql, postgres, publish, sqlite
 from .common import FULL, QUICK, Sizes, Target
 from .latency import run_latency
 from .runner import DatabaseReport, format_machine, format_report, run_workloads
@@ -72,6 +72,11 @@ def parse_args(argv: Sequence[str] | None, prog: str = "python -m bench") -> arg
     )
     parser.add_argument(
         "--mysql-url", default=mysql.DEFAULT_URL, help=f"default {mysql.DEFAULT_URL}"
+    )
+    parser.add_argument(
+        "--nats-url",
+        default=publish.DEFAULT_NATS_URL,
+        help=f"NATS with JetStream, for PUBLISH (default {publish.DEFAULT_NATS_URL})",
     )
     parser.add_argument(
         "--sqlite-path",
@@ -136,11 +141,22 @@ async def run(
                 report.latencies = await run_latency(
                     target, latency_workloads, sizes, args.rounds, prefix, progress=progress
                 )
+                published = None
+                if "PUBLISH" in args.only:
+                    published = await publish.run_publish(
+                        target,
+                        nats_url=args.nats_url,
+                        quick=args.quick,
+                        rounds=args.rounds,
+                        progress=progress,
+                    )
         except Exception as err:
             failed += 1
             print(f"error: {database} benchmark failed: {err!r}", file=sys.stderr, flush=True)
             continue
         emit(f"\n{format_report(report)}\n({time.perf_counter() - started:.1f} s)")
+        if published is not None:
+            emit(f"\n{published}")
     return 1 if failed else 0
 
 

@@ -94,12 +94,15 @@ class WorkloadSpec:
         summary: What it measures.
         build: Its throughput rows for given sizes, if it has any.
         latency: Its latency rows for given sizes, if it has any.
+        separate: Whether its own module runs it (``bench.publish`` for PUBLISH).
     """
 
     key: str
     summary: str
     build: Callable[[Sizes], list[Workload]] | None = None
     latency: Callable[[Sizes], list[LatencyWorkload]] | None = None
+    #: Run by a module of its own after the other rows (PUBLISH: ``bench.publish``).
+    separate: bool = False
 
 
 # --------------------------------------------------------------------------------------
@@ -352,6 +355,12 @@ REGISTRY: dict[str, WorkloadSpec] = {
             "append-commit to handler-called latency with a CONTINUOUS processor",
             latency=build_w6,
         ),
+        WorkloadSpec(
+            "PUBLISH",
+            "the NATS JetStream publisher end to end against a raw nats-py loop, and "
+            "append-to-reader latency (needs NATS: --nats-url)",
+            separate=True,
+        ),
     )
 }
 
@@ -359,7 +368,9 @@ REGISTRY: dict[str, WorkloadSpec] = {
 def implemented() -> list[str]:
     """The keys of the workloads that can run."""
     return [
-        key for key, spec in REGISTRY.items() if spec.build is not None or spec.latency is not None
+        key
+        for key, spec in REGISTRY.items()
+        if spec.build is not None or spec.latency is not None or spec.separate
     ]
 
 
@@ -369,7 +380,7 @@ def _check(keys: Sequence[str]) -> set[str]:
         spec = REGISTRY.get(key)
         if spec is None:
             raise ValueError(f"unknown workload {key}; known: {', '.join(REGISTRY)}")
-        if spec.build is None and spec.latency is None:
+        if spec.build is None and spec.latency is None and not spec.separate:
             raise ValueError(f"{key} ({spec.summary}) cannot run yet")
     return wanted
 
