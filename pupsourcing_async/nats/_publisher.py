@@ -248,6 +248,13 @@ class Publisher:
         if not self._ready:
             await self.ensure_stream()
         messages = [self._message(event) for event in events]
+        self._log.debug(
+            "publishing",
+            stream=self.stream,
+            events=len(events),
+            first=events[0].global_position,
+            last=events[-1].global_position,
+        )
         loop = asyncio.get_running_loop()
         tokens: list[str] = []
         futures: list[asyncio.Future[Msg]] = []

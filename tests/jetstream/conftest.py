@@ -75,11 +75,21 @@ class Names:
     prefix: str
 
 
+def unique_names() -> Names:
+    token = uuid.uuid4().hex[:10]
+    return Names(stream=f"T{token.upper()}", prefix=f"t{token}")
+
+
+@pytest.fixture
+def private_names() -> Names:
+    """Unique names, for a private server (which goes with its streams)."""
+    return unique_names()
+
+
 @pytest.fixture
 async def names(nats_client: Client) -> AsyncIterator[Names]:
-    """Unique names; the stream is deleted after the test."""
-    token = uuid.uuid4().hex[:10]
-    found = Names(stream=f"T{token.upper()}", prefix=f"t{token}")
+    """Unique names on the shared server; the stream is deleted after the test."""
+    found = unique_names()
     try:
         yield found
     finally:

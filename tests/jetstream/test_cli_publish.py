@@ -19,6 +19,7 @@ from nats.aio.client import Client
 from nats.js import api
 
 from pupsourcing_async import Database
+from pupsourcing_async import nats as pnats
 
 from ..conftest import append_many, read_whole_log
 from .conftest import ROOT, Names, NatsServer, stream_contents, wait_until
@@ -150,9 +151,11 @@ async def test_publish_nats_publishes_logs_progress_and_stops_cleanly_on_sigterm
 
 
 async def test_publish_nats_stops_cleanly_on_sigint_mid_batch_waiting_for_acks(
-    db: Database, url: str, private_nats: NatsServer, names: Names
+    db: Database, url: str, private_nats: NatsServer, private_names: Names
 ) -> None:
-    await append_many(db, 5)
+    names = private_names
+    first = await append_many(db, 5)
+    client = await pnats.connect(private_nats.url, timeout=10)
     args = [
         "--url",
         url,
@@ -165,20 +168,38 @@ async def test_publish_nats_stops_cleanly_on_sigint_mid_batch_waiting_for_acks(
         names.prefix,
         "--ack-timeout",
         "60",
+        "--log-level",
+        "debug",
     ]
-    async with publishing(*args) as running:
+    try:
+        async with publishing(*args) as running:
 
-        async def leased() -> bool:
-            return any("lease taken" in line for line in running.lines)
+            async def published() -> bool:
+                try:
+                    return len(await stream_contents(client, names.stream)) == 5
+                except Exception:
+                    return False
 
-        await wait_until(leased, within=30)
-        private_nats.pause()
-        try:
-            await append_many(db, 3)
-            assert await running.stop(signal.SIGINT) == 0
-        finally:
-            private_nats.resume()
+            await wait_until(published, within=30)
+            private_nats.pause()
+            try:
+                # Appended while the publisher is idle: on SQLite a batch waiting for its
+                # acknowledgements holds the write lock.
+                await append_many(db, 3)
+
+                async def waiting_for_acks() -> bool:
+                    return sum("publishing" in line for line in running.lines) == 2
+
+                await wait_until(waiting_for_acks, within=30)
+                assert await running.stop(signal.SIGINT) == 0
+            finally:
+                private_nats.resume()
+    finally:
+        await client.close()
     assert any("stopping signal=SIGINT" in line for line in running.lines), running.lines
+    # The batch in flight rolled back: the checkpoint is where the first one left it.
+    async with db.transaction() as tx:
+        assert await db.store.get_checkpoint(tx, "nats_publisher") == first[-1].global_position
     if db.dialect != "sqlite":
         assert await db.backend.lease_held("nats_publisher") is False
 

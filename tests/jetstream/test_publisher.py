@@ -298,8 +298,9 @@ async def test_an_event_the_stream_refuses_stops_the_publisher_naming_it(
 
 
 async def test_a_batch_without_acknowledgements_in_time_is_retried_then_published_once(
-    db: Database, private_nats: NatsServer, names: Names
+    db: Database, private_nats: NatsServer, private_names: Names
 ) -> None:
+    names = private_names
     client = await pnats.connect(private_nats.url, timeout=10, reconnect_wait=0.1)
     try:
         stored = await append_many(db, 9)
@@ -327,8 +328,9 @@ async def test_a_batch_without_acknowledgements_in_time_is_retried_then_publishe
 
 
 async def test_cancelling_a_publisher_waiting_for_acks_rolls_back_and_leaks_nothing(
-    db: Database, private_nats: NatsServer, names: Names
+    db: Database, private_nats: NatsServer, private_names: Names
 ) -> None:
+    names = private_names
     client = await pnats.connect(private_nats.url, timeout=10, reconnect_wait=0.1)
     try:
         stored = await append_many(db, 6)
@@ -362,8 +364,9 @@ async def test_cancelling_a_publisher_waiting_for_acks_rolls_back_and_leaks_noth
 
 
 async def test_a_publisher_rides_out_a_nats_restart(
-    db: Database, private_nats: NatsServer, names: Names
+    db: Database, private_nats: NatsServer, private_names: Names
 ) -> None:
+    names = private_names
     client = await pnats.connect(private_nats.url, timeout=10, reconnect_wait=0.05)
     try:
         first = await append_many(db, 5)

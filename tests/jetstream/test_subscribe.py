@@ -145,8 +145,9 @@ def test_bad_subscription_options_are_refused(options: dict[str, object], messag
 
 
 async def test_a_subscription_rides_out_a_nats_restart(
-    sqlite_db: Database, private_nats: NatsServer, names: Names
+    sqlite_db: Database, private_nats: NatsServer, private_names: Names
 ) -> None:
+    names = private_names
     client = await pnats.connect(private_nats.url, timeout=10, reconnect_wait=0.05)
     try:
         first = await append_many(sqlite_db, 3)
