@@ -116,6 +116,11 @@ class Publisher:
         storage: ``file`` or ``memory``; an existing stream must have this one.
         max_age: How long a stream it makes keeps messages; ``None`` keeps them for ever.
         replicas: Replicas of a stream it makes.
+        ordered: Make JetStream keep the events in position order: every message but a
+            batch's first names the event before it (``Nats-Expected-Last-Msg-Id``). This
+            needs the publisher to be the stream's only writer; turn it off when several
+            publishers write into one stream (their messages interleave), which leaves the
+            order of one connection's messages, barring a reconnect in mid-batch.
         logger: Where it logs; the ``pupsourcing_async.nats`` logger by default.
     """
 
@@ -140,6 +145,7 @@ class Publisher:
         storage: str = "file",
         max_age: float | None = None,
         replicas: int = 1,
+        ordered: bool = True,
         logger: Logger | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -168,6 +174,7 @@ class Publisher:
         self._bounded_contexts = tuple(bounded_contexts)
         self._ack_timeout = float(ack_timeout)
         self._create = create_stream
+        self._ordered = ordered
         self._log = get_logger(logger, "pupsourcing_async.nats")
         self._ready = False
         self._replies: Subscription | None = None
@@ -263,7 +270,8 @@ class Publisher:
             for subject, headers, payload in messages:
                 if previous is not None:
                     headers[EXPECTED_LAST_MSG_ID] = previous
-                previous = headers[MSG_ID]
+                if self._ordered:
+                    previous = headers[MSG_ID]
                 self._sent += 1
                 token = str(self._sent)
                 future: asyncio.Future[Msg] = loop.create_future()

@@ -490,3 +490,26 @@ def make_persisted() -> es.PersistedEvent:
         global_position=7,
         aggregate_version=1,
     )
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_each_message_but_a_batch_first_names_its_predecessor_unless_unordered(
+    sqlite_db: Database, nats_client: Client, names: Names, ordered: bool
+) -> None:
+    stored = await append_many(sqlite_db, 5)
+    async with pnats.Publisher(
+        nats_client, names.stream, subject_prefix=names.prefix, ordered=ordered
+    ) as publisher:
+        config = ProcessorConfig(run_mode=RunMode.ONE_OFF, batch_size=3)
+        await sqlite_db.processor(config).run(publisher)
+    js = nats_client.jetstream()
+    expected = []
+    for sequence in range(1, 6):
+        message = await js.get_msg(names.stream, sequence)
+        assert message.headers is not None
+        expected.append(message.headers.get("Nats-Expected-Last-Msg-Id"))
+    if ordered:
+        ids = [str(e.event_id) for e in stored]
+        assert expected == [None, ids[0], ids[1], None, ids[3]]
+    else:
+        assert expected == [None] * 5
