@@ -30,6 +30,16 @@ Errors (all :class:`~pupsourcing_async.PupsourcingError`)::
 
 from __future__ import annotations
 
+try:
+    import nats as _nats_py  # noqa: F401
+except ModuleNotFoundError as err:  # pragma: no cover - depends on the installation
+    if err.name != "nats":
+        raise
+    raise ModuleNotFoundError(
+        "pupsourcing_async.nats needs nats-py: pip install 'pupsourcing-async[nats]'",
+        name="nats",
+    ) from err
+
 from ._connect import connect
 from ._envelope import (
     HEADERS,
