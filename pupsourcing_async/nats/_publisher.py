@@ -252,6 +252,8 @@ class Publisher:
                 stream does not take, the stream refused it).
         """
         del tx
+        if not events:
+            return
         if not self._ready:
             await self.ensure_stream()
         messages = [self._message(event) for event in events]

@@ -132,6 +132,7 @@ async def test_handle_publishes_a_single_event(
     (event,) = await append_many(sqlite_db, 1)
     async with pnats.Publisher(nats_client, names.stream, subject_prefix=names.prefix) as pub:
         await pub.handle(None, event)
+        await pub.handle_batch(None, [])
     assert [e for _, e in await stream_contents(nats_client, names.stream)] == [event]
 
 
