@@ -24,11 +24,11 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
-from . import mysql, postgres, publish, sqlite
+from . import mysql, postgres, sqlite
 from .common import FULL, QUICK, Sizes, Target
 from .latency import run_latency
 from .runner import DatabaseReport, format_machine, format_report, run_workloads
-from .workloads import REGISTRY, implemented, select, select_latency
+from .workloads import REGISTRY, implemented, select, select_comparisons, select_latency
 
 __all__ = ["DATABASES", "main", "parse_args", "run"]
 
@@ -72,11 +72,6 @@ def parse_args(argv: Sequence[str] | None, prog: str = "python -m bench") -> arg
     )
     parser.add_argument(
         "--mysql-url", default=mysql.DEFAULT_URL, help=f"default {mysql.DEFAULT_URL}"
-    )
-    parser.add_argument(
-        "--nats-url",
-        default=publish.DEFAULT_NATS_URL,
-        help=f"NATS with JetStream, for PUBLISH (default {publish.DEFAULT_NATS_URL})",
     )
     parser.add_argument(
         "--sqlite-path",
@@ -128,6 +123,7 @@ async def run(
     exact = args.expected == "exact"
     workloads = select(args.only, sizes)
     latency_workloads = select_latency(args.only, sizes)
+    comparisons = select_comparisons(args.only)
     emit(format_machine(sizes, args.rounds, exact))
     failed = 0
     for database in args.databases:
@@ -141,22 +137,16 @@ async def run(
                 report.latencies = await run_latency(
                     target, latency_workloads, sizes, args.rounds, prefix, progress=progress
                 )
-                published = None
-                if "PUBLISH" in args.only:
-                    published = await publish.run_publish(
-                        target,
-                        nats_url=args.nats_url,
-                        quick=args.quick,
-                        rounds=args.rounds,
-                        progress=progress,
-                    )
+                tables = [
+                    await compare(target, sizes, args.rounds, progress) for compare in comparisons
+                ]
         except Exception as err:
             failed += 1
             print(f"error: {database} benchmark failed: {err!r}", file=sys.stderr, flush=True)
             continue
         emit(f"\n{format_report(report)}\n({time.perf_counter() - started:.1f} s)")
-        if published is not None:
-            emit(f"\n{published}")
+        for table in tables:
+            emit(f"\n{table}")
     return 1 if failed else 0
 
 

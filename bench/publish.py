@@ -35,11 +35,13 @@ import pupsourcing_async
 from pupsourcing_async import Database, es
 from pupsourcing_async.projection import ProcessorConfig, RunMode
 
-from .common import Target, cleanup, make_events
+from . import common
+from .common import Sizes, Target, cleanup, make_events
 
-__all__ = ["DEFAULT_NATS_URL", "FULL", "QUICK", "PublishSizes", "run_publish"]
+__all__ = ["DEFAULT_NATS_URL", "FULL", "QUICK", "PublishSizes", "compare", "run_publish"]
 
-DEFAULT_NATS_URL = os.environ.get("PUPSOURCING_NATS_URL", "nats://127.0.0.1:4222")
+#: Where PUBLISH finds NATS unless ``PUPSOURCING_NATS_URL`` says otherwise.
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,20 @@ class PublishResult:
         if percent == 50:
             return statistics.median(self.latencies)
         return statistics.quantiles(self.latencies, n=100, method="inclusive")[percent - 1]
+
+
+async def compare(
+    target: Target, sizes: Sizes, rounds: int, progress: Callable[[str], None]
+) -> str:
+    """PUBLISH as a registry comparison: NATS from ``$PUPSOURCING_NATS_URL``, the quick
+    sizes under ``--quick``."""
+    return await run_publish(
+        target,
+        nats_url=os.environ.get("PUPSOURCING_NATS_URL", DEFAULT_NATS_URL),
+        quick=sizes == common.QUICK,
+        rounds=rounds,
+        progress=progress,
+    )
 
 
 async def run_publish(

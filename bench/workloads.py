@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from . import publish, snapshots
 from .common import (
     AGGREGATE_TYPE,
     BOUNDED_CONTEXT,
@@ -38,9 +39,13 @@ __all__ = [
     "WorkloadSpec",
     "implemented",
     "select",
+    "select_comparisons",
     "select_latency",
 ]
 
+#: A comparison of the library with itself (a table of its own): target, sizes, rounds and
+#: a progress callback in, the table out.
+Comparison = Callable[[Target, Sizes, int, Callable[[str], None]], Awaitable[str]]
 #: One side's run of one round.
 RoundFn = Callable[[StoreSide], Awaitable[None]]
 #: The events one round appends or reads, and its runner.
@@ -94,15 +99,14 @@ class WorkloadSpec:
         summary: What it measures.
         build: Its throughput rows for given sizes, if it has any.
         latency: Its latency rows for given sizes, if it has any.
-        separate: Whether its own module runs it (``bench.publish`` for PUBLISH).
+        compare: A comparison it runs after the rows, if it has one.
     """
 
     key: str
     summary: str
     build: Callable[[Sizes], list[Workload]] | None = None
     latency: Callable[[Sizes], list[LatencyWorkload]] | None = None
-    #: Run by a module of its own after the other rows (PUBLISH: ``bench.publish``).
-    separate: bool = False
+    compare: Comparison | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -349,7 +353,13 @@ REGISTRY: dict[str, WorkloadSpec] = {
         WorkloadSpec(
             "W4", "projection catch-up (ONE_OFF processor), no-op and upsert handlers", build_w4
         ),
-        WorkloadSpec("W5", "rehydrating one aggregate with read_aggregate_stream", build_w5),
+        WorkloadSpec(
+            "W5",
+            "rehydrating one aggregate with read_aggregate_stream, and through "
+            "AggregateRepository with and without a snapshot",
+            build_w5,
+            compare=snapshots.compare_rehydration,
+        ),
         WorkloadSpec(
             "W6",
             "append-commit to handler-called latency with a CONTINUOUS processor",
@@ -358,8 +368,8 @@ REGISTRY: dict[str, WorkloadSpec] = {
         WorkloadSpec(
             "PUBLISH",
             "the NATS JetStream publisher end to end against a raw nats-py loop, and "
-            "append-to-reader latency (needs NATS: --nats-url)",
-            separate=True,
+            "append-to-reader latency (NATS at $PUPSOURCING_NATS_URL)",
+            compare=publish.compare,
         ),
     )
 }
@@ -370,7 +380,7 @@ def implemented() -> list[str]:
     return [
         key
         for key, spec in REGISTRY.items()
-        if spec.build is not None or spec.latency is not None or spec.separate
+        if spec.build is not None or spec.latency is not None or spec.compare is not None
     ]
 
 
@@ -380,7 +390,7 @@ def _check(keys: Sequence[str]) -> set[str]:
         spec = REGISTRY.get(key)
         if spec is None:
             raise ValueError(f"unknown workload {key}; known: {', '.join(REGISTRY)}")
-        if spec.build is None and spec.latency is None and not spec.separate:
+        if spec.build is None and spec.latency is None and spec.compare is None:
             raise ValueError(f"{key} ({spec.summary}) cannot run yet")
     return wanted
 
@@ -397,6 +407,18 @@ def select(keys: Sequence[str], sizes: Sizes) -> list[Workload]:
         if key in wanted and spec.build is not None:
             rows.extend(spec.build(sizes))
     return rows
+
+
+def select_comparisons(keys: Sequence[str]) -> list[Comparison]:
+    """The comparisons of the workloads ``keys``, in registry order.
+
+    Raises:
+        ValueError: a key is unknown or cannot run.
+    """
+    wanted = _check(keys)
+    return [
+        spec.compare for key, spec in REGISTRY.items() if key in wanted and spec.compare is not None
+    ]
 
 
 def select_latency(keys: Sequence[str], sizes: Sizes) -> list[LatencyWorkload]:

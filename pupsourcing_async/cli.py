@@ -25,6 +25,7 @@ from .database import connect
 from .errors import PupsourcingError, UnsupportedURLError
 from .eventmap.cli import register as register_eventmap
 from .migrations import DIALECTS, write_migration
+from .snapshots_cli import register as register_snapshots
 from .store import StoreConfig, check_identifier
 
 __all__ = ["build_parser", "main"]
@@ -477,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
         store_config=_store_config,
         usage_error=UsageError,
     )
+    register_snapshots(commands)
     register_eventmap(commands)
     return parser
 

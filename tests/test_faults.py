@@ -4,6 +4,7 @@ server that is down when the application starts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 import pupsourcing_async
-from pupsourcing_async import Database, StoreUnavailableError, es
+from pupsourcing_async import Database, PupsourcingError, StoreUnavailableError, es
 from pupsourcing_async.testing import unique_store_config
 
 from .conftest import (
@@ -127,3 +128,67 @@ async def test_a_server_that_is_down_fails_fast_naming_its_host(scheme: str) -> 
     assert f"127.0.0.1:{port}" in str(caught.value)
     assert "not-to-be-printed" not in str(caught.value)
     assert "not-to-be-printed" not in repr(caught.value.__cause__)
+
+
+@pytest.mark.parametrize("backend", SERVERS)
+async def test_writers_whose_sessions_are_killed_see_only_library_errors(
+    backend: str, containers: _Containers, tmp_path: Path
+) -> None:
+    url = backend_url(backend, containers, tmp_path)
+    config = unique_store_config()
+    async with pupsourcing_async.connect(url, store_config=config, max_size=8) as db:
+        await db.migrate()
+        errors: list[BaseException] = []
+        sessions: set[int] = set()
+        batches = [[make_event(f"w{w}-{n}") for _ in range(2)] for w in range(8) for n in range(30)]
+        outcomes: dict[int, bool] = {}
+
+        async def writer(worker: int) -> None:
+            for index in range(worker * 30, worker * 30 + 30):
+                try:
+                    async with db.transaction() as tx:
+                        # The test's own raw query: on a killed session it fails with the
+                        # driver's error, and the append after it reports the loss.
+                        with contextlib.suppress(Exception):
+                            sessions.add(await _session_id(db, tx))
+                        await db.store.append(tx, es.Any(), batches[index])
+                    outcomes[index] = True
+                except Exception as err:
+                    errors.append(err)
+                    outcomes[index] = False
+                await asyncio.sleep(0)
+
+        killed = 0
+
+        async def killer() -> None:
+            nonlocal killed
+            for _ in range(4):
+                await asyncio.sleep(0.05)
+                for session in list(sessions):
+                    with contextlib.suppress(Exception):  # the session ended meanwhile
+                        await _kill(url, db.dialect, session)
+                        killed += 1
+                sessions.clear()
+
+        try:
+            await asyncio.gather(*(writer(w) for w in range(8)), killer())
+            raw_errors = [e for e in errors if not isinstance(e, PupsourcingError)]
+            assert not raw_errors, raw_errors
+            assert killed > 0
+            assert errors, "no writer noticed a killed session"
+            # The unknown outcomes are retried with the same events: one copy of each.
+            for index, ok in outcomes.items():
+                if not ok:
+                    for _ in range(20):
+                        try:
+                            async with db.transaction() as tx:
+                                await db.store.append(tx, es.Any(), batches[index])
+                            break
+                        except StoreUnavailableError:
+                            await asyncio.sleep(0.1)
+            log = await read_whole_log(db)
+            assert sorted(e.event_id for e in log) == sorted(
+                e.event_id for batch in batches for e in batch
+            )
+        finally:
+            await drop_tables(db, [config.events_table])

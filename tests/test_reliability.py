@@ -214,12 +214,30 @@ async def test_a_continuous_processor_resumes_after_a_server_restart(
         poll_interval=0.01, max_poll_interval=0.2, retry_initial_delay=0.1, retry_max_delay=1.0
     )
     task = asyncio.create_task(db.processor(config).run(projection))
+    errors: list[BaseException] = []
+    restarting = asyncio.Event()
+
+    async def writer() -> None:
+        # Writes while the server goes down and comes back: every error is the library's.
+        while not restarting.is_set():
+            try:
+                async with db.transaction() as tx:
+                    await db.store.latest_global_position(tx)
+            except Exception as err:
+                errors.append(err)
+            await asyncio.sleep(0.01)
+
     try:
         first = await append_many(db, 5)
         await db.wait_for(first[-1].global_position, projections=["restarted"], timeout=20)
+        writing = asyncio.create_task(writer())
         for command in commands:
             await asyncio.to_thread(subprocess.run, command, check=True, timeout=120)
         second = await _append_retrying(db, 5)
+        restarting.set()
+        await writing
+        assert errors, "the writer never saw the server go"
+        assert all(isinstance(e, pupsourcing_async.PupsourcingError) for e in errors), errors
         await db.wait_for(second[-1].global_position, projections=["restarted"], timeout=60)
     finally:
         task.cancel()
