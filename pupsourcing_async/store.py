@@ -149,16 +149,30 @@ class EventStore(Protocol[TxT_contra]):
 
         Versions are assigned from the aggregate's head + 1. Of concurrent appends to one
         aggregate with ``NoStream()`` or ``Exact(n)`` exactly one wins each version;
-        concurrent ``Any()`` appends all succeed, serialized by the aggregate's head row.
+        concurrent ``Any()`` and ``StreamExists()`` appends all succeed, one after the
+        other.
+
+        Idempotent by event id: if every id of ``events`` is stored already, as these
+        events of this aggregate in this order (same types and payloads), the stored
+        result is returned and nothing is written, whatever ``expected`` says. So a
+        caller that does not know whether its append committed retries with the same
+        events and gets one copy.
 
         Raises:
             NoEventsError: ``events`` is empty.
-            InvalidEventError: an event is invalid; nothing was written.
-            OptimisticConcurrencyError: the aggregate is not at ``expected``. The
-                transaction must be rolled back.
-            DuplicateEventError: an ``event_id`` is already stored.
-            StoreUnavailableError: the connection failed.
+            InvalidEventError: an event is invalid; nothing was written and the
+                transaction is still usable.
+            OptimisticConcurrencyError: the aggregate is not at ``expected``; nothing was
+                written and the transaction is still usable (usually you roll it back
+                and retry from a fresh read).
+            DuplicateEventError: an ``event_id`` is stored already, but not as part of
+                these very events; nothing was written.
+            TransactionRolledBackError: a deadlock, a lock wait timeout or a
+                serialization failure rolled the whole transaction back: retry it from
+                the start.
+            StoreUnavailableError: the connection failed; the transaction is gone.
             SchemaError: the tables are missing.
+            StoreError: the database refused a statement for another reason.
         """
         ...
 
