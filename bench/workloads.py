@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from . import snapshots
+from . import publish, snapshots
 from .common import (
     AGGREGATE_TYPE,
     BOUNDED_CONTEXT,
@@ -365,6 +365,12 @@ REGISTRY: dict[str, WorkloadSpec] = {
             "append-commit to handler-called latency with a CONTINUOUS processor",
             latency=build_w6,
         ),
+        WorkloadSpec(
+            "PUBLISH",
+            "the NATS JetStream publisher end to end against a raw nats-py loop, and "
+            "append-to-reader latency (NATS at $PUPSOURCING_NATS_URL)",
+            compare=publish.compare,
+        ),
     )
 }
 
@@ -372,7 +378,9 @@ REGISTRY: dict[str, WorkloadSpec] = {
 def implemented() -> list[str]:
     """The keys of the workloads that can run."""
     return [
-        key for key, spec in REGISTRY.items() if spec.build is not None or spec.latency is not None
+        key
+        for key, spec in REGISTRY.items()
+        if spec.build is not None or spec.latency is not None or spec.compare is not None
     ]
 
 
@@ -382,7 +390,7 @@ def _check(keys: Sequence[str]) -> set[str]:
         spec = REGISTRY.get(key)
         if spec is None:
             raise ValueError(f"unknown workload {key}; known: {', '.join(REGISTRY)}")
-        if spec.build is None and spec.latency is None:
+        if spec.build is None and spec.latency is None and spec.compare is None:
             raise ValueError(f"{key} ({spec.summary}) cannot run yet")
     return wanted
 

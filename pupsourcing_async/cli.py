@@ -19,6 +19,7 @@ from typing import Any
 
 from . import es
 from ._holes import hole_above
+from ._publish_cli import register as register_publish
 from .adapters._shared import checkpoint_names
 from .database import connect
 from .errors import PupsourcingError, UnsupportedURLError
@@ -470,6 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_url_option(reset)
     reset.set_defaults(handler=_projections_reset)
 
+    register_publish(
+        commands,
+        command=_command,
+        add_url_option=_add_url_option,
+        store_config=_store_config,
+        usage_error=UsageError,
+    )
     register_snapshots(commands)
     register_eventmap(commands)
     return parser

@@ -4,7 +4,7 @@ Each page's ``python`` blocks run in order, in one namespace per page, with top-
 ``await`` allowed and ``url`` bound to a fresh SQLite database (so a page reads like one
 session). A block that calls ``asyncio.run`` is a whole program: it runs as a script, in a
 temporary directory. Blocks that include a file (``--8<--``) show code the examples' tests
-run already.
+run already. A page whose samples connect to NATS gets a ``nats-server`` of its own.
 """
 
 from __future__ import annotations
@@ -41,12 +41,36 @@ SAMPLED = [page for page in PAGES if runnable_blocks(page)]
 def test_every_page_is_found() -> None:
     names = {page.name for page in PAGES}
     assert {"README.md", "adapters.md", "projections.md", "observability.md"} <= names
-    assert {page.name for page in SAMPLED} >= {"README.md", "getting-started.md", "testing.md"}
+    assert {page.name for page in SAMPLED} >= {
+        "README.md",
+        "getting-started.md",
+        "testing.md",
+        "nats.md",
+    }
+
+
+#: The NATS server the samples name; a page that needs one gets a private server instead.
+SAMPLE_NATS_URL = "nats://127.0.0.1:4222"
 
 
 @pytest.mark.parametrize("page", SAMPLED, ids=lambda page: page.name)
 async def test_the_python_samples_of_a_page_run(page: Path, tmp_path: Path) -> None:
     blocks = runnable_blocks(page)
+    if any(SAMPLE_NATS_URL in block for block in blocks):
+        from .jetstream.conftest import NatsServer, server_binary
+
+        server = NatsServer(server_binary(), tmp_path / "jetstream")
+        await server.start()
+        try:
+            blocks = [block.replace(SAMPLE_NATS_URL, server.url) for block in blocks]
+            await _run_blocks(page, blocks, tmp_path)
+        finally:
+            await server.stop()
+        return
+    await _run_blocks(page, blocks, tmp_path)
+
+
+async def _run_blocks(page: Path, blocks: list[str], tmp_path: Path) -> None:
     # A module of its own, so dataclasses and pickling find the classes a page defines.
     module = types.ModuleType(f"docs_{page.stem.replace('-', '_')}")
     module.__dict__["url"] = f"sqlite:///{tmp_path / 'docs.db'}"
@@ -78,4 +102,7 @@ async def test_the_python_samples_of_a_page_run(page: Path, tmp_path: Path) -> N
         database = module.__dict__.get("db")
         if database is not None and hasattr(database, "close"):
             await database.close()
+        client = module.__dict__.get("client")
+        if client is not None and not getattr(client, "is_closed", True):
+            await client.close()
         sys.modules.pop(module.__name__, None)

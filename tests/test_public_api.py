@@ -30,6 +30,7 @@ PUBLIC_MODULES = [
     "pupsourcing_async.adapters.mysql",
     "pupsourcing_async.prometheus",
     "pupsourcing_async.otel",
+    "pupsourcing_async.nats",
 ]
 
 

@@ -251,7 +251,10 @@ class Processor:
     async def _handle_all(
         self, tx: Any, projection: Projection, name: str, events: Sequence[es.PersistedEvent]
     ) -> int:
-        """Hand the events in scope and partition to the projection; how many that was."""
+        """Hand the events in scope and partition to the projection; how many that was.
+
+        A projection with ``handle_batch`` gets them in one call, else each in a ``handle``.
+        """
         config = self._config
         types = tuple(getattr(projection, "aggregate_types", ()) or ())
         contexts = tuple(getattr(projection, "bounded_contexts", ()) or ())
@@ -260,6 +263,8 @@ class Processor:
         retryable: tuple[type[BaseException], ...] = tuple(
             getattr(projection, "retryable_errors", ()) or ()
         )
+        handle_batch = getattr(projection, "handle_batch", None)
+        selected: list[es.PersistedEvent] = []
         handled = 0
         for event in events:
             if types and event.aggregate_type not in types:
@@ -269,6 +274,9 @@ class Processor:
             if partitioned and not should_process(
                 event.aggregate_id, config.partition_key, config.total_partitions
             ):
+                continue
+            if handle_batch is not None:
+                selected.append(event)
                 continue
             try:
                 await projection.handle(tx, event)
@@ -290,7 +298,40 @@ class Processor:
                     global_position=event.global_position,
                     event_type=event.event_type,
                 ) from err
-        return handled
+        if selected:
+            await self._handle_batch(tx, handle_batch, name, selected, retryable)
+        return handled + len(selected)
+
+    async def _handle_batch(
+        self,
+        tx: Any,
+        handle_batch: Any,
+        name: str,
+        events: list[es.PersistedEvent],
+        retryable: tuple[type[BaseException], ...],
+    ) -> None:
+        """Hand a batch's events in scope to ``handle_batch``; a failure fails the batch
+        as a ``handle`` failure does, naming the batch's first event."""
+        try:
+            await handle_batch(tx, events)
+        except Exception as err:
+            if self._backend.is_transient(err) or isinstance(err, retryable):
+                raise _Transient from err
+            first = events[0]
+            self._log.error(
+                "projection batch handler failed",
+                projection=name,
+                global_position=first.global_position,
+                events=len(events),
+                error=f"{type(err).__name__}: {err}",
+            )
+            raise ProjectionError(
+                f"projection {name} failed on a batch of {len(events)} event(s) from "
+                f"{first.global_position} ({first.event_type}): {type(err).__name__}: {err}",
+                projection=name,
+                global_position=first.global_position,
+                event_type=first.event_type,
+            ) from err
 
 
 def _projection_name(projection: object) -> str:
