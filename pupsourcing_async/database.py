@@ -136,6 +136,11 @@ class Database:
             TimeoutError: ``timeout`` seconds passed first; the message names the
                 projections still behind.
         """
+        if isinstance(projections, str):
+            raise TypeError(
+                f"projections must be a list of names, not one str: "
+                f"use projections=[{projections!r}]"
+            )
         if not projections:
             raise ValueError("wait_for needs at least one projection name")
         loop = asyncio.get_running_loop()
