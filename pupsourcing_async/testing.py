@@ -25,9 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
-
-import pytest
+from typing import TYPE_CHECKING, Any, cast
 
 from . import es
 from ._holes import hole_above
@@ -35,6 +33,21 @@ from .database import Database, connect
 from .migrations import in_flight_table
 from .projection import ProcessorConfig, Projection, RunMode
 from .store import StoreConfig
+
+if TYPE_CHECKING:
+    import pytest
+
+    fixture = pytest.fixture
+else:
+    try:
+        import pytest
+    except ImportError:  # the helpers work without pytest; only the fixtures need it
+
+        def fixture(function):
+            return function
+    else:
+        fixture = pytest.fixture
+
 
 __all__ = [
     "CapturedEvents",
@@ -142,7 +155,7 @@ async def _drop_tables(db: Database, config: StoreConfig) -> None:
                     await cursor.execute(f"DROP TABLE IF EXISTS {table}")
 
 
-@pytest.fixture
+@fixture
 def event_db_url(tmp_path: Path) -> str:
     """The database ``event_db`` opens: ``PUPSOURCING_TEST_URL`` or a SQLite temp file.
 
@@ -160,7 +173,7 @@ def _async_fixture() -> Callable[[_FixtureFunction], _FixtureFunction]:
     try:
         import pytest_asyncio
     except ImportError:
-        decorator: Any = pytest.fixture
+        decorator: Any = fixture
     else:
         decorator = pytest_asyncio.fixture
     return cast("Callable[[_FixtureFunction], _FixtureFunction]", decorator)

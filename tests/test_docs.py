@@ -79,3 +79,21 @@ async def test_the_python_samples_of_a_page_run(page: Path, tmp_path: Path) -> N
         if database is not None and hasattr(database, "close"):
             await database.close()
         sys.modules.pop(module.__name__, None)
+
+
+def test_the_api_page_renders_no_sphinx_roles(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    api = (site / "api" / "index.html").read_text()
+    assert "Made by <code>connect()</code>" in api
+    for page in site.rglob("*.html"):
+        found = re.findall(r":(?:meth|class|func|attr|mod|exc|data|obj):`?", page.read_text())
+        assert not found, f"{page.relative_to(site)} shows Sphinx roles: {sorted(set(found))}"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+
+from .test_docs import ROOT, python_blocks
 
 pytest_plugins = ["pytester"]
 
@@ -74,3 +79,75 @@ def test_a_users_tests_get_a_fresh_store_each(pytester: pytest.Pytester, mode: s
         source.write_text("import pytest\npytestmark = pytest.mark.asyncio\n" + source.read_text())
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_the_testing_pages_pytest_sample_passes(pytester: pytest.Pytester, mode: str) -> None:
+    # As a user copies it: pytest-asyncio's default mode is strict.
+    (sample,) = [b for b in python_blocks(ROOT / "docs" / "testing.md") if "def test_" in b]
+    pytester.makepyfile(test_sample=sample)
+    pytester.makeini(
+        textwrap.dedent(
+            f"""
+            [pytest]
+            asyncio_mode = {mode}
+            asyncio_default_fixture_loop_scope = function
+            """
+        )
+    )
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+WITHOUT_PYTEST = """
+import asyncio, json, sys
+
+sys.modules["pytest"] = None  # as if pytest were not installed
+sys.modules["pytest_asyncio"] = None
+
+from pupsourcing_async import connect, es
+from pupsourcing_async.testing import (
+    capture_events, read_all_events, run_projections_until_caught_up, unique_store_config,
+)
+
+
+class Count:
+    name = "count"
+    seen = 0
+
+    async def handle(self, tx, event):
+        Count.seen += 1
+
+
+async def main():
+    url = "sqlite:///" + sys.argv[1]
+    async with connect(url, store_config=unique_store_config()) as db:
+        await db.migrate()
+        async with capture_events(db) as captured:
+            async with db.transaction() as tx:
+                opened = es.Event("B", "A", "a-1", "Opened", b"{}")
+                await db.store.append(tx, es.NoStream(), [opened])
+        assert captured.types == ["Opened"], captured.types
+        await run_projections_until_caught_up(db, Count())
+        assert Count.seen == 1 and len(await read_all_events(db)) == 1
+    assert "pytest" not in {name for name, module in sys.modules.items() if module is not None}
+    print("ok")
+
+
+asyncio.run(main())
+"""
+
+
+def test_the_helpers_import_and_run_without_pytest(tmp_path: Path) -> None:
+    script = tmp_path / "without_pytest.py"
+    script.write_text(WITHOUT_PYTEST)
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "events.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
