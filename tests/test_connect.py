@@ -114,7 +114,7 @@ async def test_sqlite_in_a_missing_directory_is_unavailable(tmp_path: Path) -> N
 
 async def test_sqlite_uses_wal_and_waits_for_concurrent_writers(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'w.db'}"
-    async with pupsourcing_async.connect(url, max_size=8) as db:
+    async with sqlite.connect(url, max_size=8) as db:
         await db.migrate()
         async with db.transaction() as tx:
             mode = await tx.execute_fetchall("PRAGMA journal_mode")

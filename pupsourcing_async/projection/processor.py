@@ -17,7 +17,7 @@ import inspect
 import random
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from .. import es
 from .._holes import hole_above
@@ -27,6 +27,15 @@ from ..log import Logger, get_logger
 from ..observe import BatchObservation, notify, observing
 from .base import Projection
 from .config import ProcessorConfig, RunMode
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    TxT = TypeVar("TxT", default=Any)
+else:
+    from typing import TypeVar
+
+    TxT = TypeVar("TxT")
 
 __all__ = ["Processor"]
 
@@ -44,7 +53,7 @@ class _Streak:
         self.failures = 0
 
 
-class Processor:
+class Processor(Generic[TxT]):
     """Runs projections with one configuration against one database.
 
     Made by ``Database.processor(config)``, or by an adapter's ``Processor(pool, store,
@@ -66,7 +75,7 @@ class Processor:
         """How this processor runs."""
         return self._config
 
-    async def run(self, projection: Projection) -> None:
+    async def run(self, projection: Projection[TxT]) -> None:
         """Process events for ``projection`` until cancelled or, in ``ONE_OFF`` mode,
         until caught up.
 

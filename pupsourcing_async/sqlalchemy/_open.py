@@ -1,0 +1,103 @@
+"""Opening a backend on an application's ``AsyncEngine``: ``connect(engine)``."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .._url import DatabaseURL, parse_url
+from ..adapters.base import Backend
+from ..errors import UnsupportedURLError
+from ..store import StoreConfig
+from ._pools import EnginePool, MysqlEnginePool, PostgresEnginePool, SqliteEnginePool
+
+__all__ = ["engine_dialect", "is_engine", "open_backend"]
+
+# SQLAlchemy dialect name -> (our dialect, the driver the store runs on)
+_DRIVERS = {
+    "postgresql": ("postgres", "asyncpg"),
+    "sqlite": ("sqlite", "aiosqlite"),
+    "mysql": ("mysql", "aiomysql"),
+    "mariadb": ("mysql", "aiomysql"),
+}
+
+
+def is_engine(value: object) -> bool:
+    """Whether ``value`` is a SQLAlchemy ``AsyncEngine``."""
+    return isinstance(value, AsyncEngine)
+
+
+def engine_dialect(engine: AsyncEngine) -> str:
+    """``"postgres"``, ``"sqlite"`` or ``"mysql"``: which store runs on ``engine``."""
+    return _where(engine).dialect
+
+
+def _where(engine: AsyncEngine) -> DatabaseURL:
+    if not isinstance(engine, AsyncEngine):
+        raise TypeError(f"expected a URL or a SQLAlchemy AsyncEngine, got {type(engine).__name__}")
+    name = engine.dialect.name
+    driver = _DRIVERS.get(name, (name, None))[1]
+    if driver is None or engine.dialect.driver != driver:
+        raise UnsupportedURLError(
+            f"an engine on {name}+{engine.dialect.driver} cannot carry the store: it runs on "
+            "postgresql+asyncpg, sqlite+aiosqlite or mysql+aiomysql "
+            "(pupsourcing_async.sqlalchemy.create_engine(url) makes one)",
+            scheme=f"{name}+{engine.dialect.driver}",
+        )
+    return parse_url(engine.url.render_as_string(hide_password=True))
+
+
+async def open_backend(
+    engine: AsyncEngine, *, store_config: StoreConfig, connect_timeout: float
+) -> Backend:
+    """A backend whose connections come from ``engine``'s pool; the engine stays open
+    when it closes.
+
+    Fails fast, like ``connect(url)``, when the database does not answer.
+    """
+    where = _where(engine)
+    location = where.location
+    pool: EnginePool
+    backend: Any
+    if where.dialect == "postgres":
+        from ..adapters.postgres import PostgresBackend, Store
+
+        pool = PostgresEnginePool(engine, location=location, wait_timeout=connect_timeout)
+        # It quacks like the asyncpg.Pool the backend is written against.
+        backend = PostgresBackend(
+            cast(Any, pool),
+            store=Store(store_config, location=location),
+            location=location,
+            owns_pool=False,
+        )
+        await pool.release(await pool.acquire())
+    elif where.dialect == "mysql":
+        from ..adapters.mysql import SESSION_SETUP, MysqlBackend
+        from ..adapters.mysql import Store as MysqlStore
+
+        mysql_pool = MysqlEnginePool(
+            engine, location=location, wait_timeout=connect_timeout, session_setup=SESSION_SETUP
+        )
+        pool = mysql_pool
+        backend = MysqlBackend(
+            mysql_pool,
+            store=MysqlStore(store_config, location=location),
+            location=location,
+            owns_pool=False,
+        )
+        await mysql_pool.release(await mysql_pool.acquire())
+    else:
+        from ..adapters.sqlite import SqliteBackend
+        from ..adapters.sqlite import Store as SqliteStore
+
+        sqlite_pool = SqliteEnginePool(engine, location=location, wait_timeout=connect_timeout)
+        pool = sqlite_pool
+        backend = SqliteBackend(
+            cast(Any, sqlite_pool),
+            store=SqliteStore(store_config, location=location),
+            location=location,
+        )
+        await sqlite_pool.release(await sqlite_pool.acquire())
+    del pool
+    return cast(Backend, backend)
