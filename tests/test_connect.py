@@ -249,7 +249,21 @@ def test_store_config_validates_table_names() -> None:
 def test_the_package_imports_no_driver() -> None:
     code = (
         "import sys, pupsourcing_async, pupsourcing_async.es, pupsourcing_async.store\n"
-        "loaded = {'asyncpg', 'aiomysql', 'pymysql'} & set(sys.modules)\n"
+        "import pupsourcing_async.connections, pupsourcing_async.projection\n"
+        "loaded = {'asyncpg', 'aiomysql', 'pymysql', 'sqlalchemy'} & set(sys.modules)\n"
         "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_database_opened_by_url_imports_no_sqlalchemy(tmp_path: Path) -> None:
+    code = (
+        "import asyncio, sys, pupsourcing_async\n"
+        "from pupsourcing_async.adapters import sqlite\n"
+        "async def main():\n"
+        f"    async with sqlite.connect('sqlite:///{tmp_path / 'x.db'}') as db:\n"
+        "        await db.migrate()\n"
+        "asyncio.run(main())\n"
+        "assert 'sqlalchemy' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
