@@ -13,7 +13,9 @@ fixtures are available in any project that has ``pytest-asyncio`` set up::
 
 ``event_db`` is a fresh, migrated :class:`~pupsourcing_async.Database` per test: an embedded
 SQLite file by default, or the database at ``PUPSOURCING_TEST_URL``, with table names of
-its own so tests never see each other's events (its tables are dropped afterwards).
+its own so tests never see each other's events (its tables are dropped afterwards). It is
+opened on a SQLAlchemy engine where SQLAlchemy is installed. The helpers are plain async
+functions that need no pytest.
 """
 
 from __future__ import annotations
@@ -179,14 +181,36 @@ def _async_fixture() -> Callable[[_FixtureFunction], _FixtureFunction]:
     return cast("Callable[[_FixtureFunction], _FixtureFunction]", decorator)
 
 
+def _engine_for(url: str) -> Any:
+    """An engine on ``url`` where SQLAlchemy is installed, else None."""
+    try:
+        from .sqlalchemy import create_engine
+    except ImportError:
+        return None
+    # SQLite's busy timeout as connect(url) sets it, for tests with concurrent writers.
+    options = {"connect_args": {"timeout": 10.0}} if url.startswith("sqlite") else {}
+    return create_engine(url, **options)
+
+
 @_async_fixture()
 async def event_db(event_db_url: str) -> AsyncIterator[Database]:
-    """A fresh, migrated event store with table names of its own; dropped afterwards."""
+    """A fresh, migrated event store with table names of its own; dropped afterwards.
+
+    Where SQLAlchemy is installed it is opened on an engine of its own
+    (``connect(engine)``), so projections written with
+    ``pupsourcing_async.sqlalchemy.connection(tx)`` run in tests as in the application;
+    ``tx`` is the driver's connection either way.
+    """
     config = unique_store_config()
-    async with connect(event_db_url, store_config=config) as db:
-        await db.migrate()
-        try:
-            yield db
-        finally:
-            if db.dialect != "sqlite":
-                await _drop_tables(db, config)
+    engine = _engine_for(event_db_url)
+    try:
+        async with connect(engine or event_db_url, store_config=config) as db:
+            await db.migrate()
+            try:
+                yield db
+            finally:
+                if db.dialect != "sqlite":
+                    await _drop_tables(db, config)
+    finally:
+        if engine is not None:
+            await engine.dispose()

@@ -57,6 +57,37 @@ async def test_capture_and_project(event_db):
 async def test_each_test_gets_an_empty_store(event_db):
     assert await read_all_events(event_db) == []
     await open_account(event_db, "acc-1", "Carol")
+
+
+class OwnersTable:
+    # A read model written with SQLAlchemy Core, as an application would.
+
+    name = "owners_table"
+
+    def __init__(self, table) -> None:
+        self.table = table
+
+    async def handle(self, tx, event: es.PersistedEvent) -> None:
+        from pupsourcing_async.sqlalchemy import connection
+
+        owner = json.loads(event.payload)["owner"]
+        await connection(tx).execute(self.table.insert().values(account_id=event.aggregate_id,
+                                                                owner=owner))
+
+
+async def test_a_core_read_model(event_db):
+    import sqlalchemy as sa
+    from pupsourcing_async.sqlalchemy import connection
+
+    table = sa.Table(event_db.store.config.events_table + "_owners", sa.MetaData(),
+                     sa.Column("account_id", sa.String(255), primary_key=True),
+                     sa.Column("owner", sa.String(255)))
+    async with event_db.transaction() as tx:
+        await connection(tx).run_sync(table.metadata.create_all)
+    await open_account(event_db, "acc-1", "Dora")
+    await run_projections_until_caught_up(event_db, OwnersTable(table))
+    async with event_db.transaction() as tx:
+        assert (await connection(tx).execute(sa.select(table.c.owner))).scalars().all() == ["Dora"]
 """
 
 
@@ -78,7 +109,7 @@ def test_a_users_tests_get_a_fresh_store_each(pytester: pytest.Pytester, mode: s
         source = pytester.path.joinpath("test_user.py")
         source.write_text("import pytest\npytestmark = pytest.mark.asyncio\n" + source.read_text())
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
 
 
 @pytest.mark.parametrize("mode", ["strict", "auto"])
