@@ -22,7 +22,6 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-import pupsourcing_async
 from pupsourcing_async import Database, InvalidEventError, OptimisticConcurrencyError, es
 from pupsourcing_async.projection import ProcessorConfig, run_projections
 from pupsourcing_async.prometheus import PrometheusObserver
@@ -187,11 +186,10 @@ def create_app(url: str | None = None, *, table_prefix: str = "") -> web.Applica
                 where_url = f"sqlite:///{Path(directory) / 'bank.db'}"
             where = Setup(where_url, table_prefix)
             config = where.store_config(observers=[observer])
-            db = await stack.enter_async_context(
-                pupsourcing_async.connect(where.url, store_config=config)
-            )
+            # The store shares the engine's pool, and the read model is Core on it.
+            db = await stack.enter_async_context(where.connect(config))
             await db.migrate()
-            balances = Balances(PROJECTION, where.table("aiohttp_balances"), db.dialect)
+            balances = Balances(PROJECTION, where.table("aiohttp_balances"))
             await balances.create_table(db)
             app[SERVICES] = Services(db, balances)
             runner = asyncio.create_task(

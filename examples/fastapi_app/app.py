@@ -123,11 +123,10 @@ def create_app(url: str | None = None, *, table_prefix: str = "") -> FastAPI:
                 where_url = f"sqlite:///{Path(directory) / 'bank.db'}"
             where = Setup(where_url, table_prefix)
             config = where.store_config(observers=[metrics])
-            db = await stack.enter_async_context(
-                pupsourcing_async.connect(where.url, store_config=config)
-            )
+            # The store shares the engine's pool, and the read model is Core on it.
+            db = await stack.enter_async_context(where.connect(config))
             await db.migrate()
-            balances = Balances(PROJECTION, where.table("api_balances"), db.dialect)
+            balances = Balances(PROJECTION, where.table("api_balances"))
             await balances.create_table(db)
             app.state.services = Services(db, balances)
             runner = asyncio.create_task(
