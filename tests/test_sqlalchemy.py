@@ -361,3 +361,38 @@ async def test_core_runs_unchanged_on_every_database(db: Database[DriverConnecti
         assert int(total or 0) == 100 + 3 * 2**40
         rows = (await conn.execute(sa.select(accounts).order_by(accounts.c.account_id))).all()
         assert [(row.account_id, row.balance) for row in rows][:2] == [("a0", 0), ("a1", 10)]
+
+
+class LosesItsConnectionOnce(Ledger):
+    """Kills its own session through Core the first time, as a server restart would."""
+
+    def __init__(self, table: sa.Table, dialect: str) -> None:
+        super().__init__(table)
+        self.dialect = dialect
+        self.killed = False
+
+    async def handle(self, tx: DriverConnection, event: es.PersistedEvent) -> None:
+        if not self.killed:
+            self.killed = True
+            conn = connection(tx)
+            if self.dialect == "postgres":
+                await conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+            else:
+                session = await conn.scalar(sa.text("SELECT CONNECTION_ID()"))
+                await conn.execute(sa.text(f"KILL {int(session)}"))
+        await super().handle(tx, event)
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+async def test_a_core_statement_that_loses_its_connection_is_retried(
+    db: Database[DriverConnection],
+) -> None:
+    table = await make_ledger(db)
+    stored = await append(db, 5)
+    projection = LosesItsConnectionOnce(table, db.dialect)
+    config = ProcessorConfig(
+        run_mode=RunMode.ONE_OFF, retry_initial_delay=0.01, max_retries=3, batch_size=10
+    )
+    await db.processor(config).run(projection)
+    assert projection.killed
+    assert await positions(db, table) == [event.global_position for event in stored]

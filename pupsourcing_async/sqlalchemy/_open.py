@@ -10,9 +10,9 @@ from .._url import DatabaseURL, parse_url
 from ..adapters.base import Backend
 from ..errors import UnsupportedURLError
 from ..store import StoreConfig
-from ._pools import EnginePool, MysqlEnginePool, PostgresEnginePool, SqliteEnginePool
+from ._pools import MysqlEnginePool, PostgresEnginePool, SqliteEnginePool
 
-__all__ = ["engine_dialect", "is_engine", "open_backend"]
+__all__ = ["causes", "engine_dialect", "is_engine", "open_backend"]
 
 # SQLAlchemy dialect name -> (our dialect, the driver the store runs on)
 _DRIVERS = {
@@ -48,6 +48,27 @@ def _where(engine: AsyncEngine) -> DatabaseURL:
     return parse_url(engine.url.render_as_string(hide_password=True))
 
 
+def causes(err: BaseException) -> list[BaseException]:
+    """``err``, and what SQLAlchemy wrapped in it: a handler's Core statement that lost its
+    connection raises SQLAlchemy's error, whose cause is the driver's."""
+    found = [err]
+    while type(found[-1]).__module__.startswith("sqlalchemy") and len(found) < 4:
+        cause = found[-1].__cause__
+        if cause is None:
+            break
+        found.append(cause)
+    return found
+
+
+class _SeesThroughSqlalchemy:
+    """Tells a passing database trouble in a handler's Core statement, as in the store's
+    own: the backend retries the batch instead of stopping the projection."""
+
+    def is_transient(self, err: BaseException) -> bool:
+        check = super().is_transient  # type: ignore[misc]
+        return any(check(cause) for cause in causes(err))
+
+
 async def open_backend(
     engine: AsyncEngine, *, store_config: StoreConfig, connect_timeout: float
 ) -> Backend:
@@ -58,29 +79,33 @@ async def open_backend(
     """
     where = _where(engine)
     location = where.location
-    pool: EnginePool
     backend: Any
     if where.dialect == "postgres":
         from ..adapters.postgres import PostgresBackend, Store
 
-        pool = PostgresEnginePool(engine, location=location, wait_timeout=connect_timeout)
+        class OnEnginePostgres(_SeesThroughSqlalchemy, PostgresBackend):
+            pass
+
+        postgres_pool = PostgresEnginePool(engine, location=location, wait_timeout=connect_timeout)
         # It quacks like the asyncpg.Pool the backend is written against.
-        backend = PostgresBackend(
-            cast(Any, pool),
+        backend = OnEnginePostgres(
+            cast(Any, postgres_pool),
             store=Store(store_config, location=location),
             location=location,
             owns_pool=False,
         )
-        await pool.release(await pool.acquire())
+        await postgres_pool.release(await postgres_pool.acquire())
     elif where.dialect == "mysql":
         from ..adapters.mysql import SESSION_SETUP, MysqlBackend
         from ..adapters.mysql import Store as MysqlStore
 
+        class OnEngineMysql(_SeesThroughSqlalchemy, MysqlBackend):
+            pass
+
         mysql_pool = MysqlEnginePool(
             engine, location=location, wait_timeout=connect_timeout, session_setup=SESSION_SETUP
         )
-        pool = mysql_pool
-        backend = MysqlBackend(
+        backend = OnEngineMysql(
             mysql_pool,
             store=MysqlStore(store_config, location=location),
             location=location,
@@ -91,13 +116,15 @@ async def open_backend(
         from ..adapters.sqlite import SqliteBackend
         from ..adapters.sqlite import Store as SqliteStore
 
+        class OnEngineSqlite(_SeesThroughSqlalchemy, SqliteBackend):
+            pass
+
         sqlite_pool = SqliteEnginePool(engine, location=location, wait_timeout=connect_timeout)
-        pool = sqlite_pool
-        backend = SqliteBackend(
+        # It quacks like the SQLite backend's own ConnectionPool.
+        backend = OnEngineSqlite(
             cast(Any, sqlite_pool),
             store=SqliteStore(store_config, location=location),
             location=location,
         )
         await sqlite_pool.release(await sqlite_pool.acquire())
-    del pool
     return cast(Backend, backend)

@@ -155,9 +155,11 @@ class EnginePool:
                     get_logger(None, "pupsourcing_async.database").debug("reset failed")
                     broken = True
             # Invalidating closes the driver connection, and the pool opens a new one for
-            # the next checkout; closing gives it back to the pool (which rolls back).
-            done = checkout.fairy.invalidate if broken else checkout.fairy.close
-            await shielded(greenlet_spawn(done))
+            # the next checkout; closing gives it back to the pool (which rolls back). A
+            # Core statement that met a lost connection has invalidated it already.
+            if checkout.fairy.is_valid:
+                done = checkout.fairy.invalidate if broken else checkout.fairy.close
+                await shielded(greenlet_spawn(done))
         finally:
             self._give_turn()
 
