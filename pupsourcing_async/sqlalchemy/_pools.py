@@ -158,7 +158,7 @@ class EnginePool:
             # the next checkout; closing gives it back to the pool (which rolls back). A
             # Core statement that met a lost connection has invalidated it already.
             if checkout.fairy.is_valid:
-                done = checkout.fairy.invalidate if broken else checkout.fairy.close
+                done = checkout.fairy.invalidate if broken else _closer(checkout.fairy)
                 await shielded(greenlet_spawn(done))
         finally:
             self._give_turn()
@@ -171,6 +171,19 @@ class EnginePool:
     async def close(self) -> None:
         """Lend no more connections. The engine stays open: it is the application's."""
         self._closed = True
+
+
+def _closer(fairy: Any) -> Any:
+    """How to give back a connection whose transaction the backend has ended.
+
+    Every backend commits or rolls back before it gives a connection back, so the pool's
+    own reset (one more ROLLBACK round trip on MySQL) is skipped where SQLAlchemy lets
+    its caller say so.
+    """
+    special = getattr(fairy, "_close_special", None)
+    if special is None:
+        return fairy.close
+    return lambda: special(transaction_reset=True)
 
 
 class _Acquire:
