@@ -8,10 +8,12 @@ and a pool too small fails with a clear error instead of hanging.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -400,3 +402,63 @@ async def test_a_core_statement_that_loses_its_connection_is_retried(
     await db.processor(config).run(projection)
     assert projection.killed
     assert await positions(db, table) == [event.global_position for event in stored]
+
+
+async def _sessions(db: Database[DriverConnection], count: int) -> list[int]:
+    """The server's ids of ``count`` pooled connections, held at once then given back."""
+    query = "SELECT pg_backend_pid()" if db.dialect == "postgres" else "SELECT CONNECTION_ID()"
+    async with contextlib.AsyncExitStack() as stack:
+        ids = []
+        for _ in range(count):
+            tx = await stack.enter_async_context(db.transaction())
+            ids.append(int(await connection(tx).scalar(sa.text(query)) or 0))
+    return ids
+
+
+async def _alive(admin: Database[DriverConnection], sessions: list[int]) -> int:
+    """How many of ``sessions`` the server still has."""
+    async with admin.transaction() as tx:
+        if isinstance(tx, asyncpg.Connection):
+            rows = await tx.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[])", sessions
+            )
+            return len(rows)
+        async with tx.cursor() as cursor:
+            marks = ", ".join(["%s"] * len(sessions))
+            await cursor.execute(
+                f"SELECT id FROM information_schema.processlist WHERE id IN ({marks})", sessions
+            )
+            return len(list(await cursor.fetchall()))
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+async def test_pooled_connections_the_server_killed_are_not_lent(
+    url: str, db: Database[DriverConnection]
+) -> None:
+    # As after a server restart: every idle connection in the engine's pool is dead.
+    sessions = await _sessions(db, 3)
+    async with pupsourcing_async.connect(url, max_size=1) as admin:
+        async with admin.transaction() as tx:
+            for session in sessions:
+                if isinstance(tx, asyncpg.Connection):
+                    await tx.execute("SELECT pg_terminate_backend($1)", session)
+                else:
+                    async with tx.cursor() as cursor:
+                        await cursor.execute(f"KILL {session}")
+        deadline = asyncio.get_running_loop().time() + 10
+        while await _alive(admin, sessions):
+            assert asyncio.get_running_loop().time() < deadline, "the sessions outlived KILL"
+    outcomes = []
+    for _ in range(3):
+        try:
+            async with db.transaction() as tx:
+                await db.store.append(tx, es.Any(), [make_event()])
+            outcomes.append("ok")
+        except StoreUnavailableError:
+            outcomes.append("unavailable")
+    # Dead connections are dropped when they are checked out, not lent to fail: at most
+    # one whose end the event loop had not read yet fails.
+    assert outcomes.count("unavailable") <= 1, outcomes
+    assert outcomes[-1] == "ok"
+    async with db.transaction() as tx:
+        assert await db.store.latest_global_position(tx) == outcomes.count("ok")

@@ -27,6 +27,9 @@ from ..log import get_logger
 
 __all__ = ["Checkout", "EnginePool", "MysqlEnginePool", "PostgresEnginePool", "checked_out"]
 
+# How many dead pooled connections one checkout drops before it lends what it gets.
+_DEAD_CONNECTIONS_SKIPPED = 10
+
 # What runs when a PostgreSQL connection goes back: what asyncpg's own pool does on
 # release, but RESET ALL, which would undo what the application's engine set up.
 _POSTGRES_RESET = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *"
@@ -97,6 +100,27 @@ class EnginePool:
         )
 
     async def _checkout(self) -> Checkout:
+        # A pooled connection the server closed while it sat idle (a restart, a killed
+        # session) is dropped here, as the drivers' own pools do, rather than lent to
+        # fail its first statement.
+        for _ in range(_DEAD_CONNECTIONS_SKIPPED):
+            checkout = await self._checkout_once()
+            if not self._is_broken(checkout.driver):
+                break
+            await self._give_back(checkout, broken=True)
+        else:
+            checkout = await self._checkout_once()
+        ready = False
+        try:
+            await self._prepare(checkout)
+            ready = True
+        finally:
+            if not ready:
+                await self._give_back(checkout, broken=True)
+        _CHECKED_OUT[id(checkout.driver)] = checkout
+        return checkout
+
+    async def _checkout_once(self) -> Checkout:
         if self._closed:
             raise StoreUnavailableError(
                 f"the database at {self._location} is closed", location=self._location
@@ -120,16 +144,7 @@ class EnginePool:
         finally:
             if fairy is None:
                 self._give_turn()
-        checkout = Checkout(self._engine, fairy, fairy.driver_connection)
-        ready = False
-        try:
-            await self._prepare(checkout)
-            ready = True
-        finally:
-            if not ready:
-                await self._give_back(checkout, broken=True)
-        _CHECKED_OUT[id(checkout.driver)] = checkout
-        return checkout
+        return Checkout(self._engine, fairy, fairy.driver_connection)
 
     def _give_turn(self) -> None:
         if self._turn is not None:
@@ -279,7 +294,10 @@ class MysqlEnginePool(EnginePool):
             await checkout.driver.autocommit(True)
 
     def _is_broken(self, driver: Any) -> bool:
-        return bool(driver.closed)
+        # aiomysql's own pool looks at its reader too: a socket the server closed shows
+        # as at EOF before aiomysql marks the connection closed.
+        reader = getattr(driver, "_reader", None)
+        return bool(driver.closed) or (reader is not None and reader.at_eof())
 
     def release(self, connection: Any) -> asyncio.Future[None]:
         """Give ``connection`` back; one the backend closed is replaced in the pool.
