@@ -458,8 +458,9 @@ def connect(
     store share one pool, and handlers can use SQLAlchemy Core on the batch's own
     transaction (``pupsourcing_async.sqlalchemy.connection(tx)``). The pool options do not
     apply then (size the engine's pool: each running projection holds one connection, and
-    on PostgreSQL one more listens for new events), and closing the database leaves the
-    engine open. ``connect_timeout`` bounds the wait for a pool of one shared connection.
+    on PostgreSQL one more listens for new events; passing them is a ``ValueError``), and
+    closing the database leaves the engine open. ``connect_timeout`` bounds the wait for a
+    pool of one shared connection.
 
     Args:
         url: The database URL (SQLAlchemy forms such as ``postgresql+asyncpg://`` work
@@ -480,6 +481,11 @@ def connect(
         if not _is_engine(url):
             raise TypeError(
                 f"url must be a str or a SQLAlchemy AsyncEngine, got {type(url).__name__}"
+            )
+        if (min_size, max_size) != (1, 10) or pool_options:
+            raise ValueError(
+                "min_size, max_size and pool_options are for the pool connect() opens; "
+                "with an engine, size the engine's pool (pool_size, max_overflow)"
             )
         if connect_timeout <= 0:
             raise ValueError(f"connect_timeout must be positive, got {connect_timeout}")

@@ -316,6 +316,14 @@ def test_connect_refuses_what_is_not_a_url_or_an_engine() -> None:
         pupsourcing_async.connect(42)  # type: ignore[arg-type]
 
 
+async def test_pool_options_are_refused_with_an_engine(engine: AsyncEngine) -> None:
+    for options in ({"max_size": 3}, {"min_size": 0}, {"pool_options": {"x": 1}}):
+        with pytest.raises(ValueError, match="size the engine's pool"):
+            pupsourcing_async.connect(engine, **options)
+    with pytest.raises(ValueError, match="connect_timeout"):
+        pupsourcing_async.connect(engine, connect_timeout=0)
+
+
 async def test_an_engine_on_another_driver_is_refused(tmp_path: Path) -> None:
     sync = sa.create_engine(f"sqlite:///{tmp_path / 'sync.db'}")
     with pytest.raises(TypeError, match="AsyncEngine"):
