@@ -267,3 +267,18 @@ def test_a_database_opened_by_url_imports_no_sqlalchemy(tmp_path: Path) -> None:
         "assert 'sqlalchemy' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_sqlalchemy_module_without_sqlalchemy_says_what_to_install() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['sqlalchemy'] = None\n"
+        "try:\n"
+        "    import pupsourcing_async.sqlalchemy\n"
+        "except ModuleNotFoundError as err:\n"
+        '    assert "pupsourcing-async[sqlalchemy]" in str(err), err\n'
+        "    assert err.name == 'sqlalchemy'\n"
+        "else:\n"
+        "    raise AssertionError('imported')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

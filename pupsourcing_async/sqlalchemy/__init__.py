@@ -31,9 +31,18 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import PoolProxiedConnection
+try:
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+    from sqlalchemy.pool import PoolProxiedConnection
+except ModuleNotFoundError as err:
+    if err.name is None or not err.name.startswith(("sqlalchemy", "greenlet")):
+        raise
+    raise ModuleNotFoundError(
+        "pupsourcing_async.sqlalchemy needs SQLAlchemy's asyncio support: "
+        "pip install 'pupsourcing-async[sqlalchemy]'",
+        name=err.name,
+    ) from err
 
 from .._url import parse_url
 from ..connections import DriverConnection
