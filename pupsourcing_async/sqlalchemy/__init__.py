@@ -41,7 +41,7 @@ except ModuleNotFoundError as err:
     raise ModuleNotFoundError(
         "pupsourcing_async.sqlalchemy needs SQLAlchemy's asyncio support: "
         "pip install 'pupsourcing-async[sqlalchemy]'",
-        name=err.name,
+        name=err.name.partition(".")[0],
     ) from err
 
 from .._url import parse_url
