@@ -91,11 +91,20 @@ class EnginePool:
         return self._engine
 
     def _exhausted(self, err: BaseException) -> StoreUnavailableError:
+        if self._turn is not None:
+            advice = (
+                "its pool shares one connection, which another transaction holds (a "
+                "transaction opened inside another cannot have it): give the engine a "
+                "pool of its own connections"
+            )
+        else:
+            advice = (
+                "every running projection holds one connection for its lease, and on "
+                "PostgreSQL one more listens for new events; raise pool_size or max_overflow"
+            )
         return StoreUnavailableError(
             f"no connection of the SQLAlchemy engine's pool at {self._location} came free "
-            f"in time ({self._engine.sync_engine.pool.status()}): every running projection "
-            "holds one connection for its lease, and on PostgreSQL one more listens for "
-            f"new events; raise pool_size or max_overflow ({err})",
+            f"in time ({self._engine.sync_engine.pool.status()}): {advice} ({err})",
             location=self._location,
         )
 
