@@ -121,7 +121,9 @@ class Database(Generic[TxT]):
         The transaction commits when the block exits normally and rolls back when it
         raises or is cancelled (the rollback finishes before the cancellation goes on).
         On SQLite it begins with ``BEGIN IMMEDIATE``. The connection is the driver's own
-        (asyncpg, aiosqlite or aiomysql), so your own queries can share the transaction.
+        (asyncpg, aiosqlite or aiomysql), so your own queries can share the transaction;
+        on a database opened on an engine, ``pupsourcing_async.sqlalchemy.connection(tx)``
+        runs SQLAlchemy Core in it.
 
         Raises:
             StoreUnavailableError: no connection could be had, or it broke.

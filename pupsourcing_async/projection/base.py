@@ -29,6 +29,8 @@ class Projection(Protocol[TxT_contra]):
     writes the checkpoint, so a read model written through ``tx`` moves in step with it.
     ``TxT_contra`` is the ``tx`` the handler takes: a processor on a ``Database[T]`` runs
     projections whose ``handle`` accepts a ``T`` (see ``pupsourcing_async.connections``).
+    A handler written once for every database takes a ``DriverConnection`` and writes
+    through ``pupsourcing_async.sqlalchemy.connection(tx)``.
 
     A projection may also have ``retryable_errors``, a tuple of exception types its
     handler raises for passing troubles; a batch that fails with one of them is retried
