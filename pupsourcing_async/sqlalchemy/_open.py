@@ -14,12 +14,12 @@ from ._pools import MysqlEnginePool, PostgresEnginePool, SqliteEnginePool
 
 __all__ = ["causes", "engine_dialect", "is_engine", "open_backend"]
 
-# SQLAlchemy dialect name -> (our dialect, the driver the store runs on)
+# SQLAlchemy dialect name -> the driver the store runs on there
 _DRIVERS = {
-    "postgresql": ("postgres", "asyncpg"),
-    "sqlite": ("sqlite", "aiosqlite"),
-    "mysql": ("mysql", "aiomysql"),
-    "mariadb": ("mysql", "aiomysql"),
+    "postgresql": "asyncpg",
+    "sqlite": "aiosqlite",
+    "mysql": "aiomysql",
+    "mariadb": "aiomysql",
 }
 
 
@@ -37,8 +37,7 @@ def _where(engine: AsyncEngine) -> DatabaseURL:
     if not isinstance(engine, AsyncEngine):
         raise TypeError(f"expected a URL or a SQLAlchemy AsyncEngine, got {type(engine).__name__}")
     name = engine.dialect.name
-    driver = _DRIVERS.get(name, (name, None))[1]
-    if driver is None or engine.dialect.driver != driver:
+    if _DRIVERS.get(name) != engine.dialect.driver:
         raise UnsupportedURLError(
             f"an engine on {name}+{engine.dialect.driver} cannot carry the store: it runs on "
             "postgresql+asyncpg, sqlite+aiosqlite or mysql+aiomysql "
