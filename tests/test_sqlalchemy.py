@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -470,3 +472,38 @@ async def test_pooled_connections_the_server_killed_are_not_lent(
     assert outcomes[-1] == "ok"
     async with db.transaction() as tx:
         assert await db.store.latest_global_position(tx) == outcomes.count("ok")
+
+
+async def test_a_cancelled_transaction_gives_its_connection_back_to_the_engine(
+    engine: AsyncEngine, db: Database[DriverConnection]
+) -> None:
+    async def append_one() -> None:
+        async with db.transaction() as tx:
+            await db.store.append(tx, es.Any(), [make_event()])
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # Cancel at every step of a transaction's life in turn: checkout, BEGIN, the
+        # append, COMMIT, and giving the connection back.
+        for steps in range(80):
+            task = asyncio.create_task(append_one())
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        gc.collect()
+    leaked = [str(w.message) for w in caught if "non-checked-in connection" in str(w.message)]
+    assert not leaked, leaked
+    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    # Every pooled connection is as good as new: no transaction left open on it, none
+    # that its driver still thinks is open (the next BEGIN would be a SAVEPOINT).
+    await asyncio.gather(*(append_one() for _ in range(5)))
+    await drop_tables_within(db, seconds=10)
+
+
+async def drop_tables_within(db: Database[DriverConnection], *, seconds: float) -> None:
+    """No pooled connection holds a lock on the store's tables: DROP does not wait."""
+    if db.dialect == "sqlite":
+        return
+    async with asyncio.timeout(seconds):
+        await drop_tables(db, [db.store.config.events_table])

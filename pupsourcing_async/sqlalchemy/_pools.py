@@ -30,10 +30,6 @@ __all__ = ["Checkout", "EnginePool", "MysqlEnginePool", "PostgresEnginePool", "c
 # How many dead pooled connections one checkout drops before it lends what it gets.
 _DEAD_CONNECTIONS_SKIPPED = 10
 
-# What runs when a PostgreSQL connection goes back: what asyncpg's own pool does on
-# release, but RESET ALL, which would undo what the application's engine set up.
-_POSTGRES_RESET = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *"
-
 
 @dataclass(eq=False, slots=True)
 class Checkout:
@@ -171,21 +167,26 @@ class EnginePool:
     async def _give_back(self, checkout: Checkout, *, broken: bool) -> None:
         _CHECKED_OUT.pop(id(checkout.driver), None)
         try:
-            broken = broken or self._is_broken(checkout.driver)
-            if not broken:
-                try:
-                    await shielded(self._reset(checkout))
-                except Exception:
-                    get_logger(None, "pupsourcing_async.database").debug("reset failed")
-                    broken = True
-            # Invalidating closes the driver connection, and the pool opens a new one for
-            # the next checkout; closing gives it back to the pool (which rolls back). A
-            # Core statement that met a lost connection has invalidated it already.
-            if checkout.fairy.is_valid:
-                done = checkout.fairy.invalidate if broken else _closer(checkout.fairy)
-                await shielded(greenlet_spawn(done))
+            # One shielded step: a cancellation after the reset must not keep the
+            # connection from going back (SQLAlchemy would find it leaked).
+            await shielded(self._return(checkout, broken=broken))
         finally:
             self._give_turn()
+
+    async def _return(self, checkout: Checkout, *, broken: bool) -> None:
+        broken = broken or self._is_broken(checkout.driver)
+        if not broken:
+            try:
+                await self._reset(checkout)
+            except Exception:
+                get_logger(None, "pupsourcing_async.database").debug("reset failed")
+                broken = True
+        # Invalidating closes the driver connection, and the pool opens a new one for the
+        # next checkout; closing gives it back to the pool. A Core statement that met a
+        # lost connection has invalidated it already.
+        if checkout.fairy.is_valid:
+            done = checkout.fairy.invalidate if broken else _closer(checkout.fairy)
+            await greenlet_spawn(done)
 
     async def _release(self, driver: Any, *, broken: bool = False) -> None:
         checkout = checked_out(driver)
@@ -254,7 +255,10 @@ class PostgresEnginePool(EnginePool):
         adapter.autocommit = True
 
     async def _reset(self, checkout: Checkout) -> None:
-        await checkout.driver.execute(_POSTGRES_RESET)
+        # What asyncpg's own pool does on release: roll back a transaction a cancellation
+        # left open (and asyncpg's record of it, or the next BEGIN would be a SAVEPOINT),
+        # release advisory locks (a lease's), drop LISTENs, reset session settings.
+        await checkout.driver.reset()
         if checkout.autocommit is not None:
             checkout.fairy.dbapi_connection.autocommit = checkout.autocommit
 
@@ -332,6 +336,10 @@ class SqliteEnginePool(EnginePool):
 
     def _is_broken(self, driver: Any) -> bool:
         return getattr(driver, "_connection", True) is None
+
+    async def _reset(self, checkout: Checkout) -> None:
+        if checkout.driver.in_transaction:
+            await checkout.driver.rollback()
 
     async def release(self, connection: Any, *, discard: bool = False) -> None:
         """Give ``connection`` back; with ``discard`` (its state is unknown) it is closed."""
