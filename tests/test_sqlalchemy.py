@@ -507,3 +507,31 @@ async def drop_tables_within(db: Database[DriverConnection], *, seconds: float) 
         return
     async with asyncio.timeout(seconds):
         await drop_tables(db, [db.store.config.events_table])
+
+
+async def test_the_app_gets_its_connections_back_as_they_were(url: str) -> None:
+    # One connection, so the app's next transaction runs on the very one the store used.
+    single = engine_for(url, pool_size=1, max_overflow=0)
+    config = unique_store_config()
+    try:
+        async with pupsourcing_async.connect(single, store_config=config) as db:
+            await db.migrate()
+            table = await make_ledger(db)
+            try:
+                async with db.transaction() as tx:
+                    await db.store.append(tx, es.NoStream(), [make_event()])
+                    await connection(tx).execute(table.insert().values(event_id="a", position=1))
+                # The app's own transaction still rolls back: the store left its connection
+                # transactional, as SQLAlchemy had it.
+                with pytest.raises(RuntimeError):
+                    async with single.begin() as app:
+                        await app.execute(table.insert().values(event_id="b", position=2))
+                        raise RuntimeError("the app changes its mind")
+                async with single.connect() as app:
+                    found = (await app.execute(sa.select(table.c.event_id))).scalars().all()
+                assert found == ["a"]
+            finally:
+                if db.dialect != "sqlite":
+                    await drop_tables(db, [config.events_table])
+    finally:
+        await single.dispose()
