@@ -535,3 +535,29 @@ async def test_the_app_gets_its_connections_back_as_they_were(url: str) -> None:
                     await drop_tables(db, [config.events_table])
     finally:
         await single.dispose()
+
+
+async def test_an_autocommit_engine_still_gets_atomic_store_transactions(url: str) -> None:
+    autocommit = engine_for(url, pool_size=1, max_overflow=0, isolation_level="AUTOCOMMIT")
+    config = unique_store_config()
+    try:
+        async with pupsourcing_async.connect(autocommit, store_config=config) as db:
+            await db.migrate()
+            try:
+                with pytest.raises(RuntimeError):
+                    async with db.transaction() as tx:
+                        await db.store.append(tx, es.NoStream(), [make_event()])
+                        raise RuntimeError("roll it back")
+                async with db.transaction() as tx:
+                    assert await db.store.latest_global_position(tx) == 0
+                # And the app's connection is in autocommit again: a write stays without
+                # a commit.
+                table = await make_ledger(db)
+                async with autocommit.connect() as app:
+                    await app.execute(table.insert().values(event_id="kept", position=1))
+                assert await positions(db, table) == [1]
+            finally:
+                if db.dialect != "sqlite":
+                    await drop_tables(db, [config.events_table])
+    finally:
+        await autocommit.dispose()
