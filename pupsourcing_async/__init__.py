@@ -18,6 +18,7 @@ or adapter module asks for it.
 from __future__ import annotations
 
 from . import es
+from .connections import DriverConnection
 from .database import Database, connect
 from .errors import (
     DuplicateEventError,
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Database",
+    "DriverConnection",
     "DuplicateEventError",
     "EventMappingError",
     "EventStore",

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from . import es
-from .database import Database, connect
+from .adapters.sqlite import connect
+from .database import Database
 from .errors import OptimisticConcurrencyError
 from .projection import ProcessorConfig, RunMode
 

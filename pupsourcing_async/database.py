@@ -17,15 +17,27 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, cast
 
 from ._holes import PendingHole
 from ._url import DatabaseURL, parse_url
 from .adapters._shared import checkpoint_names
 from .adapters.base import AdapterStore, Backend, CheckpointRow
+from .connections import DriverConnection
 from .projection.config import ProcessorConfig
 from .projection.processor import Processor
 from .store import StoreConfig
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from typing_extensions import TypeVar
+
+    # Bare ``Database`` in an annotation means ``Database[Any]``, as it did before.
+    TxT = TypeVar("TxT", default=Any)
+else:
+    from typing import TypeVar
+
+    TxT = TypeVar("TxT")
 
 __all__ = [
     "Connecting",
@@ -44,6 +56,16 @@ _ADAPTERS = {
 }
 
 
+def _is_engine(value: object) -> bool:
+    # Only a value from SQLAlchemy's own modules can be an engine: SQLAlchemy is imported
+    # for nothing else.
+    if not type(value).__module__.startswith("sqlalchemy."):
+        return False
+    from .sqlalchemy._open import is_engine
+
+    return is_engine(value)
+
+
 def _adapter_module(dialect: str) -> ModuleType:
     module_name, _, driver, extra = _ADAPTERS[dialect]
     try:
@@ -57,10 +79,12 @@ def _adapter_module(dialect: str) -> ModuleType:
         ) from err
 
 
-class Database:
+class Database(Generic[TxT]):
     """An event store database: a connection pool, a store, and the operations on both.
 
     Made by :func:`connect`. Use it as an async context manager, or call :meth:`close`.
+    ``TxT`` is the type of the ``tx`` its transactions and projections get: the driver
+    connection (see ``pupsourcing_async.connections``).
 
     Attributes:
         store: The event store bound to this database's tables.
@@ -92,18 +116,20 @@ class Database:
         """The adapter's backend, for the projection processor and tools."""
         return self._backend
 
-    def transaction(self) -> AbstractAsyncContextManager[Any]:
+    def transaction(self) -> AbstractAsyncContextManager[TxT]:
         """A connection inside a new transaction, for the store's ``tx`` argument.
 
         The transaction commits when the block exits normally and rolls back when it
         raises or is cancelled (the rollback finishes before the cancellation goes on).
         On SQLite it begins with ``BEGIN IMMEDIATE``. The connection is the driver's own
-        (asyncpg, aiosqlite or aiomysql), so your own queries can share the transaction.
+        (asyncpg, aiosqlite or aiomysql), so your own queries can share the transaction;
+        on a database opened on an engine, ``pupsourcing_async.sqlalchemy.connection(tx)``
+        runs SQLAlchemy Core in it.
 
         Raises:
             StoreUnavailableError: no connection could be had, or it broke.
         """
-        return self._backend.transaction()
+        return cast("AbstractAsyncContextManager[TxT]", self._backend.transaction())
 
     async def migrate(self) -> None:
         """Create the event store's tables and indexes if they do not exist.
@@ -115,7 +141,7 @@ class Database:
         await self._backend.migrate()
         self._schema_notes = None
 
-    def processor(self, config: ProcessorConfig | None = None) -> Processor:
+    def processor(self, config: ProcessorConfig | None = None) -> Processor[TxT]:
         """A projection processor on this database: ``await db.processor(cfg).run(p)``."""
         return Processor(self._backend, config)
 
@@ -139,6 +165,11 @@ class Database:
             TimeoutError: ``timeout`` seconds passed first; the message names the
                 projections still behind.
         """
+        if isinstance(projections, str):
+            raise TypeError(
+                f"projections must be a list of names, not one str: "
+                f"use projections=[{projections!r}]"
+            )
         if not projections:
             raise ValueError("wait_for needs at least one projection name")
         loop = asyncio.get_running_loop()
@@ -256,7 +287,7 @@ class Database:
             self._closed = True
             await self._backend.aclose()
 
-    async def __aenter__(self) -> Database:
+    async def __aenter__(self) -> Database[TxT]:
         return self
 
     async def __aexit__(
@@ -373,24 +404,39 @@ class HealthReport:
         }
 
 
-class Connecting:
+class Connecting(Generic[TxT]):
     """What :func:`connect` returns: await it for a :class:`Database`, or use it as an async
     context manager that closes the database on exit."""
 
-    def __init__(self, url: DatabaseURL, options: dict[str, Any]) -> None:
+    def __init__(
+        self, url: DatabaseURL | None, options: dict[str, Any], *, engine: Any = None
+    ) -> None:
         self._url = url
         self._options = options
-        self._database: Database | None = None
+        self._engine = engine
+        self._database: Database[TxT] | None = None
 
-    async def _open(self) -> Database:
+    async def _open(self) -> Database[TxT]:
+        if self._engine is not None:
+            from .sqlalchemy._open import open_backend
+
+            options = self._options
+            return Database(
+                await open_backend(
+                    self._engine,
+                    store_config=options["store_config"],
+                    connect_timeout=options["connect_timeout"],
+                )
+            )
+        assert self._url is not None
         backend_class = getattr(_adapter_module(self._url.dialect), _ADAPTERS[self._url.dialect][1])
         backend: Backend = await backend_class.connect(self._url, **self._options)
         return Database(backend)
 
-    def __await__(self) -> Generator[Any, None, Database]:
+    def __await__(self) -> Generator[Any, None, Database[TxT]]:
         return self._open().__await__()
 
-    async def __aenter__(self) -> Database:
+    async def __aenter__(self) -> Database[TxT]:
         self._database = await self._open()
         return self._database
 
@@ -405,22 +451,32 @@ class Connecting:
 
 
 def connect(
-    url: str,
+    url: str | AsyncEngine,
     *,
     store_config: StoreConfig | None = None,
     min_size: int = 1,
     max_size: int = 10,
     connect_timeout: float = 10.0,
     pool_options: Mapping[str, Any] | None = None,
-) -> Connecting:
-    """Open an event store database by URL.
+) -> Connecting[DriverConnection]:
+    """Open an event store database by URL, or on an application's SQLAlchemy engine.
 
     ``postgresql://user:password@host:5432/db`` (asyncpg), ``mysql://user:password@host:3306/db``
     (aiomysql) or ``sqlite:///relative.db`` / ``sqlite:////absolute.db`` (aiosqlite, the
     embedded default). Use ``async with connect(url) as db:`` or ``db = await connect(url)``.
 
+    Given a SQLAlchemy ``AsyncEngine`` on asyncpg, aiomysql or aiosqlite instead of a URL,
+    the store takes its connections from the engine's pool, so the application and the
+    store share one pool, and handlers can use SQLAlchemy Core on the batch's own
+    transaction (``pupsourcing_async.sqlalchemy.connection(tx)``). The pool options do not
+    apply then (size the engine's pool: each running projection holds one connection, and
+    on PostgreSQL one more listens for new events; passing them is a ``ValueError``), and
+    closing the database leaves the engine open. ``connect_timeout`` bounds the wait for a
+    pool of one shared connection.
+
     Args:
-        url: The database URL. SQLAlchemy forms such as ``postgresql+asyncpg://`` work too.
+        url: The database URL (SQLAlchemy forms such as ``postgresql+asyncpg://`` work
+            too), or an ``AsyncEngine``.
         store_config: Table names and logger; the defaults when omitted.
         min_size: Connections the pool keeps open.
         max_size: Most connections the pool opens.
@@ -429,9 +485,26 @@ def connect(
             ``server_settings``); for SQLite, ``busy_timeout`` in seconds (default 10).
 
     Raises:
-        UnsupportedURLError: the URL's scheme is not one of the above.
+        UnsupportedURLError: the URL's scheme (or the engine's driver) is not one of the
+            above.
         StoreUnavailableError: the database did not answer; the message names its host.
     """
+    if not isinstance(url, str):
+        if not _is_engine(url):
+            raise TypeError(
+                f"url must be a str or a SQLAlchemy AsyncEngine, got {type(url).__name__}"
+            )
+        if (min_size, max_size) != (1, 10) or pool_options:
+            raise ValueError(
+                "min_size, max_size and pool_options are for the pool connect() opens; "
+                "with an engine, size the engine's pool (pool_size, max_overflow)"
+            )
+        if connect_timeout <= 0:
+            raise ValueError(f"connect_timeout must be positive, got {connect_timeout}")
+        config = store_config or StoreConfig()
+        return Connecting(
+            None, {"store_config": config, "connect_timeout": connect_timeout}, engine=url
+        )
     parsed = parse_url(url)
     if min_size < 0 or max_size < 1 or min_size > max_size:
         raise ValueError(

@@ -13,7 +13,9 @@ fixtures are available in any project that has ``pytest-asyncio`` set up::
 
 ``event_db`` is a fresh, migrated :class:`~pupsourcing_async.Database` per test: an embedded
 SQLite file by default, or the database at ``PUPSOURCING_TEST_URL``, with table names of
-its own so tests never see each other's events (its tables are dropped afterwards).
+its own so tests never see each other's events (its tables are dropped afterwards). It is
+opened on a SQLAlchemy engine where SQLAlchemy is installed. The helpers are plain async
+functions that need no pytest.
 """
 
 from __future__ import annotations
@@ -25,9 +27,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
-
-import pytest
+from typing import TYPE_CHECKING, Any, cast
 
 from . import es
 from ._holes import hole_above
@@ -35,6 +35,21 @@ from .database import Database, connect
 from .migrations import in_flight_table
 from .projection import ProcessorConfig, Projection, RunMode
 from .store import StoreConfig
+
+if TYPE_CHECKING:
+    import pytest
+
+    fixture = pytest.fixture
+else:
+    try:
+        import pytest
+    except ImportError:  # the helpers work without pytest; only the fixtures need it
+
+        def fixture(function):
+            return function
+    else:
+        fixture = pytest.fixture
+
 
 __all__ = [
     "CapturedEvents",
@@ -142,7 +157,7 @@ async def _drop_tables(db: Database, config: StoreConfig) -> None:
                     await cursor.execute(f"DROP TABLE IF EXISTS {table}")
 
 
-@pytest.fixture
+@fixture
 def event_db_url(tmp_path: Path) -> str:
     """The database ``event_db`` opens: ``PUPSOURCING_TEST_URL`` or a SQLite temp file.
 
@@ -160,20 +175,42 @@ def _async_fixture() -> Callable[[_FixtureFunction], _FixtureFunction]:
     try:
         import pytest_asyncio
     except ImportError:
-        decorator: Any = pytest.fixture
+        decorator: Any = fixture
     else:
         decorator = pytest_asyncio.fixture
     return cast("Callable[[_FixtureFunction], _FixtureFunction]", decorator)
 
 
+def _engine_for(url: str) -> Any:
+    """An engine on ``url`` where SQLAlchemy is installed, else None."""
+    try:
+        from .sqlalchemy import create_engine
+    except ImportError:
+        return None
+    # SQLite's busy timeout as connect(url) sets it, for tests with concurrent writers.
+    options = {"connect_args": {"timeout": 10.0}} if url.startswith("sqlite") else {}
+    return create_engine(url, **options)
+
+
 @_async_fixture()
 async def event_db(event_db_url: str) -> AsyncIterator[Database]:
-    """A fresh, migrated event store with table names of its own; dropped afterwards."""
+    """A fresh, migrated event store with table names of its own; dropped afterwards.
+
+    Where SQLAlchemy is installed it is opened on an engine of its own
+    (``connect(engine)``), so projections written with
+    ``pupsourcing_async.sqlalchemy.connection(tx)`` run in tests as in the application;
+    ``tx`` is the driver's connection either way.
+    """
     config = unique_store_config()
-    async with connect(event_db_url, store_config=config) as db:
-        await db.migrate()
-        try:
-            yield db
-        finally:
-            if db.dialect != "sqlite":
-                await _drop_tables(db, config)
+    engine = _engine_for(event_db_url)
+    try:
+        async with connect(engine or event_db_url, store_config=config) as db:
+            await db.migrate()
+            try:
+                yield db
+            finally:
+                if db.dialect != "sqlite":
+                    await _drop_tables(db, config)
+    finally:
+        if engine is not None:
+            await engine.dispose()

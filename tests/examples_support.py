@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import asyncpg
+
 import pupsourcing_async
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +88,7 @@ def drop_prefixed_tables(url: str, prefix: str) -> None:
 
     async def drop() -> None:
         async with pupsourcing_async.connect(url) as db, db.transaction() as tx:
-            if db.dialect == "postgres":
+            if isinstance(tx, asyncpg.Connection):
                 rows = await tx.fetch(
                     "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
                 )

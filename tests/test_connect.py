@@ -115,7 +115,7 @@ async def test_sqlite_in_a_missing_directory_is_unavailable(tmp_path: Path) -> N
 
 async def test_sqlite_uses_wal_and_waits_for_concurrent_writers(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'w.db'}"
-    async with pupsourcing_async.connect(url, max_size=8) as db:
+    async with sqlite.connect(url, max_size=8) as db:
         await db.migrate()
         async with db.transaction() as tx:
             mode = await tx.execute_fetchall("PRAGMA journal_mode")
@@ -252,7 +252,36 @@ def test_store_config_validates_table_names() -> None:
 def test_the_package_imports_no_driver() -> None:
     code = (
         "import sys, pupsourcing_async, pupsourcing_async.es, pupsourcing_async.store\n"
-        "loaded = {'asyncpg', 'aiomysql', 'pymysql'} & set(sys.modules)\n"
+        "import pupsourcing_async.connections, pupsourcing_async.projection\n"
+        "loaded = {'asyncpg', 'aiomysql', 'pymysql', 'sqlalchemy'} & set(sys.modules)\n"
         "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_database_opened_by_url_imports_no_sqlalchemy(tmp_path: Path) -> None:
+    code = (
+        "import asyncio, sys, pupsourcing_async\n"
+        "from pupsourcing_async.adapters import sqlite\n"
+        "async def main():\n"
+        f"    async with sqlite.connect('sqlite:///{tmp_path / 'x.db'}') as db:\n"
+        "        await db.migrate()\n"
+        "asyncio.run(main())\n"
+        "assert 'sqlalchemy' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_sqlalchemy_module_without_sqlalchemy_says_what_to_install() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['sqlalchemy'] = None\n"
+        "try:\n"
+        "    import pupsourcing_async.sqlalchemy\n"
+        "except ModuleNotFoundError as err:\n"
+        '    assert "pupsourcing-async[sqlalchemy]" in str(err), err\n'
+        "    assert err.name == 'sqlalchemy'\n"
+        "else:\n"
+        "    raise AssertionError('imported')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

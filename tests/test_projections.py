@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -15,6 +16,7 @@ from pupsourcing_async import (
     ProjectionError,
     ProjectionStoppedError,
     StoreUnavailableError,
+    connect,
     es,
 )
 from pupsourcing_async.adapters.base import Backend
@@ -298,6 +300,70 @@ async def test_projection_without_a_name_is_refused(db: Database) -> None:
         await db.processor(ONE_OFF).run(Nameless())  # type: ignore[arg-type]
 
 
+async def test_a_handle_that_is_not_a_coroutine_function_is_refused_at_start(
+    db: Database,
+) -> None:
+    class Blocking:
+        name = "blocking"
+
+        def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+            pass
+
+    await append_many(db, 1)
+    with pytest.raises(TypeError, match=r"projection blocking: handle must be a coroutine"):
+        await db.processor(ONE_OFF).run(Blocking())  # type: ignore[arg-type]
+    assert await checkpoint(db, "blocking") == 0
+
+
+async def test_retry_waits_are_jittered_within_the_backoff(tmp_path: Path) -> None:
+    # Workers that lose their database together must not come back in lock-step.
+    class Refusing:
+        def __init__(self, backend: Backend) -> None:
+            self._backend = backend
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._backend, name)
+
+        def lease(self, name: str, *, poll_interval: float, log: Any) -> Any:
+            raise StoreUnavailableError("the database system is starting up", location="db")
+
+    class Waits:
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+
+        def debug(self, msg: str, **fields: object) -> None:
+            pass
+
+        info = debug
+
+        def error(self, msg: str, **fields: object) -> None:
+            if "retry_in" in fields:
+                self.seconds.append(float(cast(float, fields["retry_in"])))
+
+    initial, ceiling, retries = 0.01, 0.04, 5
+    waits = [Waits(), Waits()]
+    async with connect(f"sqlite:///{tmp_path / 'jitter.db'}") as db:
+        await db.migrate()
+        for logger in waits:
+            config = ProcessorConfig(
+                run_mode=RunMode.ONE_OFF,
+                logger=logger,
+                retry_initial_delay=initial,
+                retry_max_delay=ceiling,
+                max_retries=retries,
+            )
+            with pytest.raises(ProjectionStoppedError):
+                await Processor(cast(Backend, Refusing(db.backend)), config).run(
+                    Recorder(cast(ReadModel, None))
+                )
+    for logger in waits:
+        assert len(logger.seconds) == retries
+        for attempt, seconds in enumerate(logger.seconds, 1):
+            backoff = min(initial * 2 ** (attempt - 1), ceiling)
+            assert backoff / 2 - 0.0005 <= seconds <= backoff
+    assert waits[0].seconds != waits[1].seconds
+
+
 # --- partitions and leases -------------------------------------------------------------
 
 
@@ -477,6 +543,12 @@ async def test_wait_for_times_out_naming_the_laggards(db: Database) -> None:
         await db.wait_for(appended.global_position, projections=["nobody"], timeout=0.2)
     with pytest.raises(ValueError, match="projection"):
         await db.wait_for(1, projections=[])
+
+
+async def test_wait_for_refuses_one_name_given_as_a_str(db: Database) -> None:
+    # A str is a sequence of letters: waiting on "b", "a", ... would never end.
+    with pytest.raises(TypeError, match=r"projections=\['balances'\]"):
+        await db.wait_for(1, projections="balances", timeout=5)
 
 
 async def test_wait_for_counts_every_partition(db: Database, read_model: ReadModel) -> None:

@@ -31,6 +31,8 @@ PUBLIC_MODULES = [
     "pupsourcing_async.prometheus",
     "pupsourcing_async.otel",
     "pupsourcing_async.nats",
+    "pupsourcing_async.connections",
+    "pupsourcing_async.sqlalchemy",
 ]
 
 
@@ -42,9 +44,19 @@ def test_every_name_in_all_exists(name: str) -> None:
         assert hasattr(module, public), f"{name}.{public} is in __all__ but missing"
 
 
+def test_each_adapter_has_a_typed_connect() -> None:
+    for dialect in ("postgres", "sqlite", "mysql"):
+        module = importlib.import_module(f"pupsourcing_async.adapters.{dialect}")
+        assert "connect" in module.__all__
+        assert list(inspect.signature(module.connect).parameters) == list(
+            inspect.signature(pupsourcing_async.connect).parameters
+        )
+
+
 def test_the_documented_top_level_names() -> None:
     for name in (
         "connect",
+        "DriverConnection",
         "Database",
         "StoreConfig",
         "default_store_config",

@@ -164,8 +164,10 @@ async def test_mysql_store_on_a_users_connection_in_no_backslash_escapes_mode(ur
 
 @pytest.mark.parametrize("backend", ["mysql"])
 async def test_mysql_with_no_backslash_escapes_set_globally(url: str) -> None:
+    from pupsourcing_async.adapters import mysql
+
     config = unique_store_config()
-    async with pupsourcing_async.connect(url, max_size=1) as admin:
+    async with mysql.connect(url, max_size=1) as admin:
         async with admin.transaction() as tx, tx.cursor() as cursor:
             await cursor.execute("SELECT @@GLOBAL.sql_mode")
             (previous,) = (await cursor.fetchall())[0]
@@ -547,3 +549,25 @@ async def test_any_other_overlap_with_stored_ids_is_a_duplicate(db: Database, ch
     with pytest.raises(DuplicateEventError):
         await append(db, es.Any(), retry)
     assert len(await read_whole_log(db)) == 2
+
+
+def test_the_mysql_adapter_never_hands_values_to_the_drivers_escaping() -> None:
+    # Every statement the MySQL adapter sends is rendered with its own literals first; a
+    # call with parameters would have aiomysql escape them, which NO_BACKSLASH_ESCAPES
+    # turns into SQL injection.
+    import ast
+    from pathlib import Path
+
+    import pupsourcing_async.adapters.mysql as package
+
+    offenders = []
+    for path in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "execute"
+                and (len(node.args) > 1 or node.keywords)
+            ):
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert not offenders, offenders

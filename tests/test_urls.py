@@ -110,8 +110,10 @@ async def test_a_postgres_option_the_server_refuses_is_a_url_error(
     with pytest.raises(UnsupportedURLError, match="no_such_setting"):
         await pupsourcing_async.connect(f"{base}?no_such_setting=1")
     # An option asyncpg takes is passed through.
+    from pupsourcing_async.adapters import postgres
+
     async with (
-        pupsourcing_async.connect(f"{base}?application_name=pups_test") as db,
+        postgres.connect(f"{base}?application_name=pups_test") as db,
         db.transaction() as tx,
     ):
         name = await tx.fetchval("SHOW application_name")
@@ -124,6 +126,8 @@ async def test_mysql_url_options_are_passed_to_the_driver(
 ) -> None:
     base = backend_url(backend, containers, tmp_path)  # type: ignore[arg-type]
     url = f"{base}?charset=utf8mb4&program_name=pups_test&connect_timeout=5"
-    async with pupsourcing_async.connect(url) as db, db.transaction() as tx, tx.cursor() as cursor:
+    from pupsourcing_async.adapters import mysql
+
+    async with mysql.connect(url) as db, db.transaction() as tx, tx.cursor() as cursor:
         await cursor.execute("SELECT 1")
         assert (await cursor.fetchall())[0][0] == 1

@@ -2,15 +2,19 @@
 
 The cleanup context opens the database, starts the projection runner as a task, and
 on shutdown cancels the runner (its batch in flight rolls back) and closes the database.
+Input is checked by the same rules as the FastAPI example's
+(``examples/common/validation.py``): a bad account id, owner or amount is a 422, and so
+is an event the store refuses (``InvalidEventError``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -18,12 +22,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-import pupsourcing_async
-from pupsourcing_async import Database, OptimisticConcurrencyError, es
+from pupsourcing_async import Database, InvalidEventError, OptimisticConcurrencyError, es
 from pupsourcing_async.projection import ProcessorConfig, run_projections
 from pupsourcing_async.prometheus import PrometheusObserver
 
-from ..common import commands
+from ..common import commands, validation
 from ..common.bank import Balances
 from ..common.cli import Setup
 
@@ -67,29 +70,49 @@ def error(status: int, detail: str) -> web.Response:
     return web.json_response({"detail": detail}, status=status)
 
 
+class BadInput(web.HTTPUnprocessableEntity):
+    """A 422 whose JSON body says what was wrong, as the FastAPI example's do."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(text=json.dumps({"detail": detail}), content_type="application/json")
+
+
+@web.middleware
+async def refused_input(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Answer 422 for input the rules or the store refuse, not 500."""
+    try:
+        return await handler(request)
+    except (validation.InvalidInput, InvalidEventError) as err:
+        raise BadInput(str(err)) from err
+
+
+def account_id_of(request: web.Request) -> str:
+    """The request's account id, checked."""
+    return validation.account_id(request.match_info["account_id"])
+
+
 async def field(request: web.Request, name: str) -> Any:
     """A field of the request's JSON object, or None."""
     try:
         body: Any = await request.json()
     except ValueError:
-        return None
-    return body.get(name) if isinstance(body, dict) else None
+        raise BadInput("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadInput("the body must be a JSON object")
+    return body.get(name)
 
 
-async def amount_of(request: web.Request) -> int | None:
-    """The positive ``amount`` of a JSON body, or None."""
-    amount = await field(request, "amount")
-    return (
-        amount if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0 else None
-    )
+async def amount_of(request: web.Request) -> int:
+    """The ``amount`` of a JSON body, checked."""
+    return validation.cents(await field(request, "amount"))
 
 
 @routes.put("/accounts/{account_id}")
 async def open_account(request: web.Request) -> web.Response:
-    svc, account_id = request.app[SERVICES], request.match_info["account_id"]
-    owner = await field(request, "owner")
-    if not isinstance(owner, str) or not owner:
-        return error(422, "owner must be a non-empty string")
+    svc, account_id = request.app[SERVICES], account_id_of(request)
+    owner = validation.owner(await field(request, "owner"))
     try:
         result = await commands.open_account(svc.db, account_id, owner)
     except commands.AccountExistsError as err:
@@ -101,10 +124,8 @@ async def open_account(request: web.Request) -> web.Response:
 
 @routes.post("/accounts/{account_id}/deposits")
 async def deposit(request: web.Request) -> web.Response:
-    svc, account_id = request.app[SERVICES], request.match_info["account_id"]
+    svc, account_id = request.app[SERVICES], account_id_of(request)
     amount = await amount_of(request)
-    if amount is None:
-        return error(422, "amount must be a positive whole number of cents")
     try:
         result = await commands.deposit(svc.db, account_id, amount)
     except commands.AccountNotFoundError as err:
@@ -116,10 +137,8 @@ async def deposit(request: web.Request) -> web.Response:
 
 @routes.post("/accounts/{account_id}/withdrawals")
 async def withdraw(request: web.Request) -> web.Response:
-    svc, account_id = request.app[SERVICES], request.match_info["account_id"]
+    svc, account_id = request.app[SERVICES], account_id_of(request)
     amount = await amount_of(request)
-    if amount is None:
-        return error(422, "amount must be a positive whole number of cents")
     try:
         result = await commands.withdraw(svc.db, account_id, amount)
     except commands.AccountNotFoundError as err:
@@ -133,7 +152,7 @@ async def withdraw(request: web.Request) -> web.Response:
 
 @routes.get("/accounts/{account_id}")
 async def account(request: web.Request) -> web.Response:
-    return await request.app[SERVICES].account(request.match_info["account_id"])
+    return await request.app[SERVICES].account(account_id_of(request))
 
 
 @routes.get("/health")
@@ -154,7 +173,7 @@ def create_app(url: str | None = None, *, table_prefix: str = "") -> web.Applica
     Without ``url``: ``PUPSOURCING_URL`` from the environment, or a SQLite file in a
     temporary directory that lives as long as the application runs.
     """
-    app = web.Application()
+    app = web.Application(middlewares=[refused_input])
     # A registry per application, so that several apps (tests) can live in one process.
     app[REGISTRY] = CollectorRegistry()
     observer = PrometheusObserver(app[REGISTRY])
@@ -167,11 +186,10 @@ def create_app(url: str | None = None, *, table_prefix: str = "") -> web.Applica
                 where_url = f"sqlite:///{Path(directory) / 'bank.db'}"
             where = Setup(where_url, table_prefix)
             config = where.store_config(observers=[observer])
-            db = await stack.enter_async_context(
-                pupsourcing_async.connect(where.url, store_config=config)
-            )
+            # The store shares the engine's pool, and the read model is Core on it.
+            db = await stack.enter_async_context(where.connect(config))
             await db.migrate()
-            balances = Balances(PROJECTION, where.table("aiohttp_balances"), db.dialect)
+            balances = Balances(PROJECTION, where.table("aiohttp_balances"))
             await balances.create_table(db)
             app[SERVICES] = Services(db, balances)
             runner = asyncio.create_task(

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import Any
 
-import pupsourcing_async
+import sqlalchemy as sa
+
 from pupsourcing_async import OptimisticConcurrencyError, es
+from pupsourcing_async.connections import DriverConnection
 from pupsourcing_async.projection import ProcessorConfig, RunMode
+from pupsourcing_async.sqlalchemy import connection
 
 from ..common.bank import (
     account_opened,
@@ -24,38 +26,37 @@ from ..common.bank import (
     run_id,
 )
 from ..common.cli import Setup, parser, setup
-from ..common.sql import SQL
 
 
 class Balances:
-    """A projection: one row per account with its balance."""
+    """A projection: one row per account with its balance, in SQLAlchemy Core."""
 
     name = "basic_balances"
     aggregate_types = ("Account",)
 
-    def __init__(self, table: str, sql: SQL) -> None:
+    def __init__(self, table: sa.Table) -> None:
         self.table = table
-        self.sql = sql
 
-    async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+    async def handle(self, tx: DriverConnection, event: es.PersistedEvent) -> None:
         # Same transaction as the checkpoint: the read model never runs ahead or behind it.
+        conn, table = connection(tx), self.table
         if event.event_type == "AccountOpened":
             owner = json.loads(event.payload)["owner"]
-            await self.sql.execute(
-                tx, f"INSERT INTO {self.table} VALUES (?, ?, 0)", event.aggregate_id, owner
+            await conn.execute(
+                table.insert().values(account_id=event.aggregate_id, owner=owner, balance=0)
             )
         else:
-            await self.sql.execute(
-                tx,
-                f"UPDATE {self.table} SET balance = balance + ? WHERE account_id = ?",
-                amount_of(event),
-                event.aggregate_id,
+            await conn.execute(
+                table.update()
+                .where(table.c.account_id == event.aggregate_id)
+                .values(balance=table.c.balance + amount_of(event))
             )
 
 
 async def tour(where: Setup) -> None:
     """Walk through the basics on the database ``where`` names."""
-    async with pupsourcing_async.connect(where.url, store_config=where.store_config()) as db:
+    # On an SQLAlchemy engine, so the read model below is Core, the same on every database.
+    async with where.connect() as db:
         await db.migrate()
         print(f"Connected to {db.dialect} at {db.location}; event store tables are ready")
         alice = f"acc-alice-{run_id()}"
@@ -88,20 +89,20 @@ async def tour(where: Setup) -> None:
         replayed = sum(amount_of(event) for event in stream)
         print(f"Replaying {len(stream)} events gives the balance: {money(replayed)}")
 
-        sql = SQL(db.dialect)
-        table = where.table("basic_balances")
+        table = sa.Table(
+            where.table("basic_balances"),
+            sa.MetaData(),
+            sa.Column("account_id", sa.String(255), primary_key=True),
+            sa.Column("owner", sa.String(255), nullable=False),
+            sa.Column("balance", sa.BigInteger, nullable=False),
+        )
         async with db.transaction() as tx:
-            await sql.execute(
-                tx,
-                f"CREATE TABLE IF NOT EXISTS {table} (account_id VARCHAR(255) PRIMARY KEY, "
-                "owner VARCHAR(255) NOT NULL, balance BIGINT NOT NULL)",
-            )
+            await connection(tx).run_sync(table.metadata.create_all)
         # ONE_OFF: return once caught up, instead of running until cancelled.
-        await db.processor(ProcessorConfig(run_mode=RunMode.ONE_OFF)).run(Balances(table, sql))
+        await db.processor(ProcessorConfig(run_mode=RunMode.ONE_OFF)).run(Balances(table))
         async with db.transaction() as tx:
-            row = await sql.fetch(
-                tx, f"SELECT owner, balance FROM {table} WHERE account_id = ?", alice
-            )
+            query = sa.select(table.c.owner, table.c.balance).where(table.c.account_id == alice)
+            row = (await connection(tx).execute(query)).all()
         owner, balance = row[0]
         print(f"The projection's read model says: {owner} has {money(int(balance))}")
 

@@ -10,9 +10,11 @@ import json
 import uuid
 from typing import Any
 
-from pupsourcing_async import Database, es
+import sqlalchemy as sa
 
-from .sql import SQL
+from pupsourcing_async import Database, es
+from pupsourcing_async.connections import DriverConnection
+from pupsourcing_async.sqlalchemy import connection
 
 __all__ = [
     "ACCOUNT",
@@ -81,65 +83,66 @@ async def append(
 class Balances:
     """A projection: every account's owner, balance and event count, in one table.
 
+    Written in SQLAlchemy Core, so it runs unchanged on every database; the database must
+    be opened on an engine (``Setup.connect``).
+
     Args:
         name: The projection's name (its checkpoint).
         table: The read model's table.
-        dialect: ``Database.dialect``.
     """
 
     aggregate_types = (ACCOUNT,)
     bounded_contexts = (CONTEXT,)
 
-    def __init__(self, name: str, table: str, dialect: str) -> None:
+    def __init__(self, name: str, table: str) -> None:
         self.name = name
-        self.table = table
-        self.sql = SQL(dialect)
+        self.table = sa.Table(
+            table,
+            sa.MetaData(),
+            sa.Column("account_id", sa.String(255), primary_key=True),
+            sa.Column("owner", sa.String(255), nullable=False),
+            sa.Column("balance", sa.BigInteger, nullable=False),
+            sa.Column("events", sa.Integer, nullable=False),
+        )
 
-    async def create_table(self, db: Database) -> None:
+    async def create_table(self, db: Database[DriverConnection]) -> None:
         """Create the read model's table if it does not exist."""
         async with db.transaction() as tx:
-            await self.sql.execute(
-                tx,
-                f"CREATE TABLE IF NOT EXISTS {self.table} (account_id VARCHAR(255) PRIMARY KEY,"
-                " owner VARCHAR(255) NOT NULL, balance BIGINT NOT NULL, events INTEGER NOT NULL)",
-            )
+            await connection(tx).run_sync(self.table.metadata.create_all)
 
-    async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+    async def handle(self, tx: DriverConnection, event: es.PersistedEvent) -> None:
         """Write the event's effect through the batch's own transaction."""
+        conn, table = connection(tx), self.table
         if event.event_type == "AccountOpened":
             owner = json.loads(event.payload)["owner"]
-            await self.sql.execute(
-                tx,
-                f"INSERT INTO {self.table} (account_id, owner, balance, events)"
-                " VALUES (?, ?, 0, 1)",
-                event.aggregate_id,
-                owner,
+            await conn.execute(
+                table.insert().values(
+                    account_id=event.aggregate_id, owner=owner, balance=0, events=1
+                )
             )
         else:
-            await self.sql.execute(
-                tx,
-                f"UPDATE {self.table} SET balance = balance + ?, events = events + 1"
-                " WHERE account_id = ?",
-                amount_of(event),
-                event.aggregate_id,
+            await conn.execute(
+                table.update()
+                .where(table.c.account_id == event.aggregate_id)
+                .values(balance=table.c.balance + amount_of(event), events=table.c.events + 1)
             )
 
-    async def balance(self, tx: Any, account_id: str) -> int | None:
+    async def balance(self, tx: DriverConnection, account_id: str) -> int | None:
         """An account's balance in cents, or None if the read model does not know it."""
-        value = await self.sql.scalar(
-            tx, f"SELECT balance FROM {self.table} WHERE account_id = ?", account_id
-        )
+        query = sa.select(self.table.c.balance).where(self.table.c.account_id == account_id)
+        value = await connection(tx).scalar(query)
         return None if value is None else int(value)
 
-    async def rows(self, db: Database, account_ids: list[str]) -> list[tuple[str, int, int]]:
+    async def rows(
+        self, db: Database[DriverConnection], account_ids: list[str]
+    ) -> list[tuple[str, int, int]]:
         """``(owner, balance, events)`` of the given accounts, in their order."""
-        found: list[tuple[str, int, int]] = []
+        table = self.table
+        query = sa.select(table.c.account_id, table.c.owner, table.c.balance, table.c.events)
         async with db.transaction() as tx:
-            for account_id in account_ids:
-                rows = await self.sql.fetch(
-                    tx,
-                    f"SELECT owner, balance, events FROM {self.table} WHERE account_id = ?",
-                    account_id,
-                )
-                found += [(str(owner), int(balance), int(n)) for owner, balance, n in rows]
-        return found
+            result = await connection(tx).execute(query.where(table.c.account_id.in_(account_ids)))
+            found = {
+                row.account_id: (str(row.owner), int(row.balance), int(row.events))
+                for row in result
+            }
+        return [found[account_id] for account_id in account_ids if account_id in found]

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pupsourcing_async import Logger, StoreConfig
+import pupsourcing_async
+from pupsourcing_async import Database, Logger, StoreConfig
+from pupsourcing_async.connections import DriverConnection
 from pupsourcing_async.observe import Observer
+from pupsourcing_async.sqlalchemy import create_engine
 
 __all__ = ["Setup", "parser", "setup"]
 
@@ -39,6 +43,24 @@ class Setup:
             logger=logger,
             observers=tuple(observers),
         )
+
+    @asynccontextmanager
+    async def connect(
+        self, config: StoreConfig | None = None, **engine_options: Any
+    ) -> AsyncIterator[Database[DriverConnection]]:
+        """The database, opened on an SQLAlchemy engine of its own (disposed after), so
+        the read models can be written once in SQLAlchemy Core for every database."""
+        if self.url.startswith("sqlite"):
+            # The busy timeout connect(url) gives SQLite, for concurrent writers.
+            engine_options.setdefault("connect_args", {"timeout": 10.0})
+        engine = create_engine(self.url, **engine_options)
+        try:
+            async with pupsourcing_async.connect(
+                engine, store_config=config or self.store_config()
+            ) as db:
+                yield db
+        finally:
+            await engine.dispose()
 
     def table(self, name: str) -> str:
         """A read model's table name under this prefix."""

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+
+import sqlalchemy as sa
 
 from pupsourcing_async import Database, es
+from pupsourcing_async.connections import DriverConnection
 from pupsourcing_async.projection import HashPartitionStrategy
+from pupsourcing_async.sqlalchemy import connection
 
 from .bank import ACCOUNT, CONTEXT, run_id
-from .sql import SQL
 
 __all__ = ["HandledBy", "check_ownership", "spread_accounts"]
 
@@ -23,51 +25,52 @@ class HandledBy:
     Args:
         name: The projection's name; every worker of one projection shares it.
         table: The read model's table.
-        dialect: ``Database.dialect``.
         worker: Who this instance is, as recorded in the table.
     """
 
     aggregate_types = (ACCOUNT,)
     bounded_contexts = (CONTEXT,)
 
-    def __init__(self, name: str, table: str, dialect: str, worker: str) -> None:
+    def __init__(self, name: str, table: str, worker: str) -> None:
         self.name = name
-        self.table = table
-        self.sql = SQL(dialect)
+        self.table = sa.Table(
+            table,
+            sa.MetaData(),
+            sa.Column("global_position", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("account_id", sa.String(255), nullable=False),
+            sa.Column("worker", sa.String(64), nullable=False),
+        )
         self.worker = worker
 
-    async def create_table(self, db: Database) -> None:
+    async def create_table(self, db: Database[DriverConnection]) -> None:
         """Create the read model's table if it does not exist."""
         async with db.transaction() as tx:
-            await self.sql.execute(
-                tx,
-                f"CREATE TABLE IF NOT EXISTS {self.table} (global_position BIGINT PRIMARY KEY, "
-                "account_id VARCHAR(255) NOT NULL, worker VARCHAR(64) NOT NULL)",
-            )
+            await connection(tx).run_sync(self.table.metadata.create_all)
 
-    async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+    async def handle(self, tx: DriverConnection, event: es.PersistedEvent) -> None:
         """Record that this worker handled ``event``."""
-        await self.sql.execute(
-            tx,
-            f"INSERT INTO {self.table} VALUES (?, ?, ?)",
-            event.global_position,
-            event.aggregate_id,
-            self.worker,
+        await connection(tx).execute(
+            self.table.insert().values(
+                global_position=event.global_position,
+                account_id=event.aggregate_id,
+                worker=self.worker,
+            )
         )
 
-    async def handled(self, db: Database, accounts: list[str]) -> dict[str, dict[str, int]]:
+    async def handled(
+        self, db: Database[DriverConnection], accounts: list[str]
+    ) -> dict[str, dict[str, int]]:
         """For each worker, how many events of each of ``accounts`` it handled."""
+        table = self.table
+        query = (
+            sa.select(table.c.worker, table.c.account_id, sa.func.count())
+            .where(table.c.account_id.in_(accounts))
+            .group_by(table.c.worker, table.c.account_id)
+        )
         found: dict[str, dict[str, int]] = defaultdict(dict)
         async with db.transaction() as tx:
-            for account in accounts:
-                rows = await self.sql.fetch(
-                    tx,
-                    f"SELECT worker, COUNT(*) FROM {self.table} "
-                    "WHERE account_id = ? GROUP BY worker",
-                    account,
-                )
-                for worker, count in rows:
-                    found[str(worker)][account] = int(count)
+            for worker, account, count in await connection(tx).execute(query):
+                found[str(worker)][str(account)] = int(count)
         return dict(found)
 
 

@@ -8,6 +8,10 @@
 - ``GET /health`` is ``db.health()``: 503 when the database or a projection is in trouble.
 - ``GET /metrics`` is the Prometheus text format.
 
+Input is checked by the rules in ``examples/common/validation.py``, the same as the
+aiohttp example's: a bad account id, owner or amount is a 422, and so is an event the
+store refuses (``InvalidEventError``).
+
 The projection runner lives in the lifespan: a task started after the database opens
 and cancelled (its batch in flight rolled back) before it closes.
 """
@@ -26,14 +30,14 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 import pupsourcing_async
 from pupsourcing_async import Database, es
 from pupsourcing_async.projection import ProcessorConfig, run_projections
 from pupsourcing_async.prometheus import PrometheusObserver
 
-from ..common import commands
+from ..common import commands, validation
 from ..common.bank import Balances
 from ..common.cli import Setup
 
@@ -43,16 +47,20 @@ PROJECTION = "api_balances"
 log = logging.getLogger("examples.fastapi_app")
 
 
+AccountId = Annotated[str, AfterValidator(validation.account_id)]
+
+
 class Opening(BaseModel):
     """The body of ``PUT /accounts/{id}``."""
 
-    owner: str = Field(min_length=1, max_length=100)
+    owner: Annotated[str, BeforeValidator(validation.owner), Field(max_length=validation.MAX_OWNER)]
 
 
 class Movement(BaseModel):
     """The body of a deposit or withdrawal: an amount in cents."""
 
-    amount: int = Field(gt=0)
+    # Checked before pydantic's own int, which would take true for 1.
+    amount: Annotated[int, BeforeValidator(validation.cents), Field(le=validation.MAX_CENTS)]
 
 
 class Account(BaseModel):
@@ -115,11 +123,10 @@ def create_app(url: str | None = None, *, table_prefix: str = "") -> FastAPI:
                 where_url = f"sqlite:///{Path(directory) / 'bank.db'}"
             where = Setup(where_url, table_prefix)
             config = where.store_config(observers=[metrics])
-            db = await stack.enter_async_context(
-                pupsourcing_async.connect(where.url, store_config=config)
-            )
+            # The store shares the engine's pool, and the read model is Core on it.
+            db = await stack.enter_async_context(where.connect(config))
             await db.migrate()
-            balances = Balances(PROJECTION, where.table("api_balances"), db.dialect)
+            balances = Balances(PROJECTION, where.table("api_balances"))
             await balances.create_table(db)
             app.state.services = Services(db, balances)
             runner = asyncio.create_task(
@@ -138,8 +145,13 @@ def create_app(url: str | None = None, *, table_prefix: str = "") -> FastAPI:
 
     app = FastAPI(title="pupsourcing_async bank", lifespan=lifespan)
 
+    @app.exception_handler(pupsourcing_async.InvalidEventError)
+    async def invalid_event(request: Request, err: Exception) -> JSONResponse:
+        # What the store refuses is the client's input, not a server failure.
+        return JSONResponse({"detail": str(err)}, status_code=422)
+
     @app.put("/accounts/{account_id}", status_code=201)
-    async def open_account(account_id: str, body: Opening, svc: ServicesDep) -> Account:
+    async def open_account(account_id: AccountId, body: Opening, svc: ServicesDep) -> Account:
         try:
             result = await commands.open_account(svc.db, account_id, body.owner)
         except commands.AccountExistsError as err:
@@ -147,7 +159,7 @@ def create_app(url: str | None = None, *, table_prefix: str = "") -> FastAPI:
         return await svc.after(account_id, result)
 
     @app.post("/accounts/{account_id}/deposits")
-    async def deposit(account_id: str, body: Movement, svc: ServicesDep) -> Account:
+    async def deposit(account_id: AccountId, body: Movement, svc: ServicesDep) -> Account:
         try:
             result = await commands.deposit(svc.db, account_id, body.amount)
         except commands.AccountNotFoundError as err:
@@ -157,7 +169,7 @@ def create_app(url: str | None = None, *, table_prefix: str = "") -> FastAPI:
         return await svc.after(account_id, result)
 
     @app.post("/accounts/{account_id}/withdrawals")
-    async def withdraw(account_id: str, body: Movement, svc: ServicesDep) -> Account:
+    async def withdraw(account_id: AccountId, body: Movement, svc: ServicesDep) -> Account:
         try:
             result = await commands.withdraw(svc.db, account_id, body.amount)
         except commands.AccountNotFoundError as err:
@@ -169,7 +181,7 @@ def create_app(url: str | None = None, *, table_prefix: str = "") -> FastAPI:
         return await svc.after(account_id, result)
 
     @app.get("/accounts/{account_id}")
-    async def account(account_id: str, svc: ServicesDep) -> Account:
+    async def account(account_id: AccountId, svc: ServicesDep) -> Account:
         return await svc.account(account_id)
 
     @app.get("/health")

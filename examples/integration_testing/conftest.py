@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from pupsourcing_async import Database
+from pupsourcing_async.sqlalchemy import connection
 
 from ..common.bank import Balances
-from ..common.sql import SQL
 
 
 @pytest_asyncio.fixture
@@ -22,8 +22,8 @@ async def balances(event_db: Database) -> AsyncIterator[Balances]:
     """The balances projection, with a read model table as fresh as ``event_db``'s tables."""
     # event_db's tables have a prefix of their own; the read model borrows it.
     table = event_db.store.config.events_table.replace("_events", "_balances")
-    projection = Balances("balances", table, event_db.dialect)
+    projection = Balances("balances", table)
     await projection.create_table(event_db)
     yield projection
     async with event_db.transaction() as tx:
-        await SQL(event_db.dialect).execute(tx, f"DROP TABLE {table}")
+        await connection(tx).run_sync(projection.table.drop)

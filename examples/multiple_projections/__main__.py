@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import Any
 
-import pupsourcing_async
+import sqlalchemy as sa
+
 from pupsourcing_async import Database, ProjectionError, es
+from pupsourcing_async.connections import DriverConnection
 from pupsourcing_async.projection import ProcessorConfig, Projection, RunMode, run_projections
+from pupsourcing_async.sqlalchemy import connection
 
 from ..common import orders
 from ..common.bank import (
@@ -28,7 +30,6 @@ from ..common.bank import (
     run_id,
 )
 from ..common.cli import Setup, parser, setup
-from ..common.sql import SQL
 
 
 class Ledger:
@@ -38,26 +39,27 @@ class Ledger:
     aggregate_types = ("Account",)
     bounded_contexts = ("Banking",)
 
-    def __init__(self, table: str, sql: SQL) -> None:
-        self.table = table
-        self.sql = sql
+    def __init__(self, table: str) -> None:
+        self.table = sa.Table(
+            table,
+            sa.MetaData(),
+            sa.Column("global_position", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("account_id", sa.String(255), nullable=False),
+            sa.Column("amount", sa.BigInteger, nullable=False),
+        )
 
-    async def create_table(self, db: Database) -> None:
+    async def create_table(self, db: Database[DriverConnection]) -> None:
         async with db.transaction() as tx:
-            await self.sql.execute(
-                tx,
-                f"CREATE TABLE IF NOT EXISTS {self.table} (global_position BIGINT PRIMARY KEY, "
-                "account_id VARCHAR(255) NOT NULL, amount BIGINT NOT NULL)",
-            )
+            await connection(tx).run_sync(self.table.metadata.create_all)
 
-    async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+    async def handle(self, tx: DriverConnection, event: es.PersistedEvent) -> None:
         if event.event_type in ("MoneyDeposited", "MoneyWithdrawn"):
-            await self.sql.execute(
-                tx,
-                f"INSERT INTO {self.table} VALUES (?, ?, ?)",
-                event.global_position,
-                event.aggregate_id,
-                amount_of(event),
+            await connection(tx).execute(
+                self.table.insert().values(
+                    global_position=event.global_position,
+                    account_id=event.aggregate_id,
+                    amount=amount_of(event),
+                )
             )
 
 
@@ -71,38 +73,41 @@ class OrderStatus:
     aggregate_types = (orders.ORDER,)
     bounded_contexts = (orders.CONTEXT,)
 
-    def __init__(self, table: str, sql: SQL) -> None:
-        self.table = table
-        self.sql = sql
+    def __init__(self, table: str) -> None:
+        self.table = sa.Table(
+            table,
+            sa.MetaData(),
+            sa.Column("order_id", sa.String(255), primary_key=True),
+            sa.Column("customer", sa.String(255), nullable=False),
+            sa.Column("total", sa.BigInteger, nullable=False),
+            sa.Column("status", sa.String(20), nullable=False),
+            sa.Column("tracking", sa.String(64)),
+        )
 
-    async def create_table(self, db: Database) -> None:
+    async def create_table(self, db: Database[DriverConnection]) -> None:
         async with db.transaction() as tx:
-            await self.sql.execute(
-                tx,
-                f"CREATE TABLE IF NOT EXISTS {self.table} (order_id VARCHAR(255) PRIMARY KEY, "
-                "customer VARCHAR(255) NOT NULL, total BIGINT NOT NULL, "
-                "status VARCHAR(20) NOT NULL, tracking VARCHAR(64))",
-            )
+            await connection(tx).run_sync(self.table.metadata.create_all)
 
-    async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+    async def handle(self, tx: DriverConnection, event: es.PersistedEvent) -> None:
+        conn, table = connection(tx), self.table
         data = json.loads(event.payload)
         if event.event_type == "OrderCreated":
-            await self.sql.execute(
-                tx,
-                f"INSERT INTO {self.table} (order_id, customer, total, status) "
-                "VALUES (?, ?, ?, 'created')",
-                event.aggregate_id,
-                data["customer"],
-                data["total"],
+            await conn.execute(
+                table.insert().values(
+                    order_id=event.aggregate_id,
+                    customer=data["customer"],
+                    total=data["total"],
+                    status="created",
+                )
             )
         elif event.event_type in STATUS:
-            await self.sql.execute(
-                tx,
-                f"UPDATE {self.table} SET status = ?, tracking = COALESCE(?, tracking) "
-                "WHERE order_id = ?",
-                STATUS[event.event_type],
-                data.get("tracking"),
-                event.aggregate_id,
+            await conn.execute(
+                table.update()
+                .where(table.c.order_id == event.aggregate_id)
+                .values(
+                    status=STATUS[event.event_type],
+                    tracking=sa.func.coalesce(data.get("tracking"), table.c.tracking),
+                )
             )
 
 
@@ -111,19 +116,18 @@ class Auditor:
 
     name = "multi_auditor"
 
-    async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+    async def handle(self, tx: DriverConnection, event: es.PersistedEvent) -> None:
         if event.event_type == "MoneyWithdrawn":
             raise KeyError("withdrawal_reason")
 
 
 async def story(where: Setup) -> None:
     """Write accounts and orders, project them three ways, then meet a failing projection."""
-    async with pupsourcing_async.connect(where.url, store_config=where.store_config()) as db:
+    async with where.connect() as db:
         await db.migrate()
-        sql = SQL(db.dialect)
-        balances = Balances("multi_balances", where.table("multi_balances"), db.dialect)
-        ledger = Ledger(where.table("multi_ledger"), sql)
-        statuses = OrderStatus(where.table("multi_order_status"), sql)
+        balances = Balances("multi_balances", where.table("multi_balances"))
+        ledger = Ledger(where.table("multi_ledger"))
+        statuses = OrderStatus(where.table("multi_order_status"))
         for read_model in (balances, ledger, statuses):
             await read_model.create_table(db)
 
@@ -163,29 +167,36 @@ async def story(where: Setup) -> None:
         print("Balances:")
         for owner, balance, _ in await balances.rows(db, [alice, bob]):
             print(f"  {owner:<6} {money(balance):>10}")
+        moved, orders_seen = ledger.table, statuses.table
         async with db.transaction() as tx:
-            moves = await sql.fetch(
-                tx,
-                f"SELECT account_id, amount FROM {ledger.table} WHERE account_id IN (?, ?) "
-                "ORDER BY global_position",
-                alice,
-                bob,
+            conn = connection(tx)
+            moves = await conn.execute(
+                sa.select(moved.c.account_id, moved.c.amount)
+                .where(moved.c.account_id.in_([alice, bob]))
+                .order_by(moved.c.global_position)
             )
-            rows = await sql.fetch(
-                tx,
-                f"SELECT order_id, customer, total, status, tracking FROM {statuses.table} "
-                "WHERE order_id IN (?, ?) ORDER BY order_id",
-                first,
-                second,
-            )
-        print(f"Ledger: {len(moves)} money movements")
-        for account, amount in moves:
+            moves_seen = moves.all()
+            rows = (
+                await conn.execute(
+                    sa.select(
+                        orders_seen.c.order_id,
+                        orders_seen.c.customer,
+                        orders_seen.c.total,
+                        orders_seen.c.status,
+                        orders_seen.c.tracking,
+                    )
+                    .where(orders_seen.c.order_id.in_([first, second]))
+                    .order_by(orders_seen.c.order_id)
+                )
+            ).all()
+        print(f"Ledger: {len(moves_seen)} money movements")
+        for account, amount in moves_seen:
             print(f"  {account:<18} {money(int(amount)):>10}")
         print("Orders:")
-        for order_id, customer, total, status, tracking in rows:
+        for order_id, customer, total, where_it_is, tracking in rows:
             print(
                 f"  {order_id:<16} {customer:<6} {money(int(total)):>8}  "
-                f"{status:<9} {tracking or '-'}"
+                f"{where_it_is:<9} {tracking or '-'}"
             )
 
         one_off = ProcessorConfig(run_mode=RunMode.ONE_OFF)

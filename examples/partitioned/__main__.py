@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pupsourcing_async
 from pupsourcing_async import es
 from pupsourcing_async.projection import ProcessorConfig
 
@@ -34,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 class Worker(HandledBy):
     """HandledBy that says which accounts it meets."""
 
-    def __init__(self, table: str, dialect: str, key: int) -> None:
-        super().__init__(NAME, table, dialect, worker=f"p{key}")
+    def __init__(self, table: str, key: int) -> None:
+        super().__init__(NAME, table, worker=f"p{key}")
         self.seen: set[str] = set()
         self.events = 0
 
@@ -53,8 +52,8 @@ async def work(where: Setup, key: int, partitions: int) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with pupsourcing_async.connect(where.url, store_config=where.store_config()) as db:
-        worker = Worker(where.table("partitioned_handled"), db.dialect, key)
+    async with where.connect() as db:
+        worker = Worker(where.table("partitioned_handled"), key)
         config = ProcessorConfig(
             partition_key=key, total_partitions=partitions, max_poll_interval=0.5
         )
@@ -78,9 +77,9 @@ async def relay(key: int, process: asyncio.subprocess.Process) -> None:
 
 async def supervise(where: Setup, partitions: int, deposits: int) -> None:
     """Start the workers, append, wait for every partition, stop them, show who did what."""
-    async with pupsourcing_async.connect(where.url, store_config=where.store_config()) as db:
+    async with where.connect() as db:
         await db.migrate()
-        table = HandledBy(NAME, where.table("partitioned_handled"), db.dialect, worker="")
+        table = HandledBy(NAME, where.table("partitioned_handled"), worker="")
         await table.create_table(db)
         processes = []
         for key in range(partitions):

@@ -14,7 +14,6 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-import pupsourcing_async
 from pupsourcing_async import Database
 from pupsourcing_async.projection import HashPartitionStrategy, ProcessorConfig
 
@@ -58,10 +57,10 @@ async def deposit_rounds(db: Database, accounts: list[str], rounds: int) -> int:
 
 async def story(where: Setup, partitions: int) -> None:
     """Scale from one worker to N, then fail partition 0 over to a standby."""
-    async with pupsourcing_async.connect(where.url, store_config=where.store_config()) as db:
+    async with where.connect() as db:
         await db.migrate()
         table = where.table("scaling_handled")
-        tracker = HandledBy(NAME, table, db.dialect, worker="")
+        tracker = HandledBy(NAME, table, worker="")
         await tracker.create_table(db)
         accounts = spread_accounts(OWNERS, partitions)
         strategy = HashPartitionStrategy()
@@ -85,9 +84,7 @@ async def story(where: Setup, partitions: int) -> None:
 
         async with asyncio.TaskGroup() as group:
             workers = {
-                "p0": group.create_task(
-                    db.processor(config(0)).run(HandledBy(NAME, table, db.dialect, "p0"))
-                )
+                "p0": group.create_task(db.processor(config(0)).run(HandledBy(NAME, table, "p0")))
             }
             print(f"Phase 1: one worker, for partition 0 of {partitions}")
             for account, owner in zip(accounts, OWNERS, strict=True):
@@ -104,7 +101,7 @@ async def story(where: Setup, partitions: int) -> None:
             for key in range(1, partitions):
                 name = f"p{key}"
                 workers[name] = group.create_task(
-                    db.processor(config(key)).run(HandledBy(NAME, table, db.dialect, name))
+                    db.processor(config(key)).run(HandledBy(NAME, table, name))
                 )
                 await db.wait_for(1, projections=[checkpoint(key)], timeout=60)
                 print(f"  {name} started and is catching up on {_names(owned[key])}")
@@ -116,7 +113,7 @@ async def story(where: Setup, partitions: int) -> None:
 
             print("Phase 3: a second worker for partition 0")
             workers["p0-standby"] = group.create_task(
-                db.processor(config(0)).run(HandledBy(NAME, table, db.dialect, "p0-standby"))
+                db.processor(config(0)).run(HandledBy(NAME, table, "p0-standby"))
             )
             if db.dialect == "sqlite":
                 print("  SQLite has no leases: the two take turns under its write lock")

@@ -12,16 +12,17 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
-import pupsourcing_async
+import sqlalchemy as sa
+
 from pupsourcing_async import Database, es
+from pupsourcing_async.connections import DriverConnection
 from pupsourcing_async.projection import ProcessorConfig, RunMode, run_projections
+from pupsourcing_async.sqlalchemy import connection
 
 from ..common import orders
 from ..common.bank import account_opened, append, money_deposited, run_id
 from ..common.cli import Setup, parser, setup
-from ..common.sql import SQL
 
 
 def points_earned(account_id: str, points: int) -> es.Event:
@@ -30,37 +31,44 @@ def points_earned(account_id: str, points: int) -> es.Event:
     return es.Event("Loyalty", "Account", account_id, "PointsEarned", payload)
 
 
+def seen_table(name: str) -> sa.Table:
+    """The table every projection here writes what it saw into."""
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("projection", sa.String(64), primary_key=True),
+        sa.Column("global_position", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("aggregate_id", sa.String(255), nullable=False),
+        sa.Column("kind", sa.String(255), nullable=False),
+    )
+
+
 class AuditLog:
     """A global projection, with no scope: every event of the log."""
 
-    def __init__(self, name: str, table: str, sql: SQL) -> None:
+    def __init__(self, name: str, table: sa.Table) -> None:
         self.name = name
         self.table = table
-        self.sql = sql
 
-    async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
-        await self.sql.execute(
-            tx,
-            f"INSERT INTO {self.table} VALUES (?, ?, ?, ?)",
-            self.name,
-            event.global_position,
-            event.aggregate_id,
-            f"{event.bounded_context}/{event.aggregate_type}",
+    async def handle(self, tx: DriverConnection, event: es.PersistedEvent) -> None:
+        await connection(tx).execute(
+            self.table.insert().values(
+                projection=self.name,
+                global_position=event.global_position,
+                aggregate_id=event.aggregate_id,
+                kind=f"{event.bounded_context}/{event.aggregate_type}",
+            )
         )
 
-    async def seen(self, db: Database, aggregate_ids: list[str]) -> Counter[str]:
+    async def seen(self, db: Database[DriverConnection], aggregate_ids: list[str]) -> Counter[str]:
         """How many events of each ``context/type`` it handled, of the given aggregates."""
-        counts: Counter[str] = Counter()
+        table = self.table
+        query = sa.select(table.c.kind).where(
+            table.c.projection == self.name, table.c.aggregate_id.in_(aggregate_ids)
+        )
         async with db.transaction() as tx:
-            for aggregate_id in aggregate_ids:
-                rows = await self.sql.fetch(
-                    tx,
-                    f"SELECT kind FROM {self.table} WHERE projection = ? AND aggregate_id = ?",
-                    self.name,
-                    aggregate_id,
-                )
-                counts.update(str(kind) for (kind,) in rows)
-        return counts
+            kinds = (await connection(tx).execute(query)).scalars().all()
+        return Counter(str(kind) for kind in kinds)
 
 
 class ScopedLog(AuditLog):
@@ -69,13 +77,12 @@ class ScopedLog(AuditLog):
     def __init__(
         self,
         name: str,
-        table: str,
-        sql: SQL,
+        table: sa.Table,
         *,
         aggregate_types: Sequence[str] = (),
         bounded_contexts: Sequence[str] = (),
     ) -> None:
-        super().__init__(name, table, sql)
+        super().__init__(name, table)
         self.aggregate_types = tuple(aggregate_types)
         self.bounded_contexts = tuple(bounded_contexts)
 
@@ -90,17 +97,11 @@ def describe(projection: AuditLog) -> str:
 
 async def story(where: Setup) -> None:
     """Append to three kinds of aggregate and run four differently scoped projections."""
-    async with pupsourcing_async.connect(where.url, store_config=where.store_config()) as db:
+    async with where.connect() as db:
         await db.migrate()
-        sql = SQL(db.dialect)
-        table = where.table("scoped_seen")
+        table = seen_table(where.table("scoped_seen"))
         async with db.transaction() as tx:
-            await sql.execute(
-                tx,
-                f"CREATE TABLE IF NOT EXISTS {table} (projection VARCHAR(64) NOT NULL, "
-                "global_position BIGINT NOT NULL, aggregate_id VARCHAR(255) NOT NULL, "
-                "kind VARCHAR(255) NOT NULL, PRIMARY KEY (projection, global_position))",
-            )
+            await connection(tx).run_sync(table.metadata.create_all)
         suffix = run_id()
         alice, order = f"acc-alice-{suffix}", f"order-1-{suffix}"
         # The same id in another context is another aggregate: (context, type, id) names one.
@@ -117,12 +118,12 @@ async def story(where: Setup) -> None:
         print("Appended 3 Banking/Account, 3 Shop/Order and 2 Loyalty/Account events")
 
         projections: list[AuditLog] = [
-            AuditLog("scoped_audit", table, sql),
+            AuditLog("scoped_audit", table),
             ScopedLog(
-                "scoped_bank", table, sql, aggregate_types=["Account"], bounded_contexts=["Banking"]
+                "scoped_bank", table, aggregate_types=["Account"], bounded_contexts=["Banking"]
             ),
-            ScopedLog("scoped_accounts", table, sql, aggregate_types=["Account"]),
-            ScopedLog("scoped_shop", table, sql, bounded_contexts=["Shop"]),
+            ScopedLog("scoped_accounts", table, aggregate_types=["Account"]),
+            ScopedLog("scoped_shop", table, bounded_contexts=["Shop"]),
         ]
         one_off = ProcessorConfig(run_mode=RunMode.ONE_OFF)
         await run_projections(db, [(p, one_off) for p in projections])

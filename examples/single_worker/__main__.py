@@ -14,7 +14,6 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
-import pupsourcing_async
 from pupsourcing_async import Database, es
 from pupsourcing_async.projection import ProcessorConfig
 
@@ -37,8 +36,8 @@ NAME = "single_worker_balances"
 class SlowBalances(Balances):
     """Balances with a pause per event, so that a stop often lands mid-batch."""
 
-    def __init__(self, table: str, dialect: str, delay: float) -> None:
-        super().__init__(NAME, table, dialect)
+    def __init__(self, table: str, delay: float) -> None:
+        super().__init__(NAME, table)
         self.delay = delay
         self.accounts: set[str] = set()
         self.handled = 0
@@ -105,9 +104,9 @@ async def run(where: Setup, events: int | None, interval: float, delay: float) -
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with pupsourcing_async.connect(where.url, store_config=where.store_config()) as db:
+    async with where.connect() as db:
         await db.migrate()
-        balances = SlowBalances(where.table("single_worker_balances"), db.dialect, delay)
+        balances = SlowBalances(where.table("single_worker_balances"), delay)
         await balances.create_table(db)
         suffix = run_id()
         accounts = [f"acc-{owner.lower()}-{suffix}" for owner in ("Alice", "Bob", "Carol")]

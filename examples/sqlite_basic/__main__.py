@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-import pupsourcing_async
 from pupsourcing_async import Database, es
 from pupsourcing_async.adapters import sqlite
 from pupsourcing_async.projection import ProcessorConfig, RunMode
@@ -89,8 +88,8 @@ async def story(where: Setup) -> None:
     """Write to a SQLite file, show its locking, read it back with plain sqlite3."""
     config = where.store_config()
     account = f"acc-carol-{run_id()}"
-    balances = Balances("file_balances", where.table("file_balances"), "sqlite")
-    async with pupsourcing_async.connect(where.url, store_config=config) as db:
+    balances = Balances("file_balances", where.table("file_balances"))
+    async with where.connect(config) as db:
         await db.migrate()
         await balances.create_table(db)
         path = db.location
@@ -110,7 +109,7 @@ async def story(where: Setup) -> None:
     print("Closed the database. Outside it, someone brings their own connection:")
     await own_connection(where, path, account)
 
-    async with pupsourcing_async.connect(where.url, store_config=config) as db:
+    async with where.connect(config) as db:
         async with db.transaction() as tx:
             stream = await db.store.read_aggregate_stream(tx, CONTEXT, ACCOUNT, account)
         print(f"Reopened the file: {account} has {len(stream)} events")
@@ -119,7 +118,7 @@ async def story(where: Setup) -> None:
     def read_with_sqlite3() -> tuple[str, int]:
         with sqlite3.connect(path) as plain:
             row = plain.execute(
-                f"SELECT owner, balance FROM {balances.table} WHERE account_id = ?", (account,)
+                f"SELECT owner, balance FROM {balances.table.name} WHERE account_id = ?", (account,)
             ).fetchone()
         return str(row[0]), int(row[1])
 

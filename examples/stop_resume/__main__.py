@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
-import pupsourcing_async
+import sqlalchemy as sa
+
 from pupsourcing_async import Database, es
+from pupsourcing_async.connections import DriverConnection
 from pupsourcing_async.projection import ProcessorConfig, RunMode
+from pupsourcing_async.sqlalchemy import connection
 
 from ..common.bank import account_opened, append, money_deposited, run_id
 from ..common.cli import Setup, parser, setup
-from ..common.sql import SQL
 
 NAME = "resume_ledger"
 BATCH = 5
@@ -36,33 +37,31 @@ class Ledger:
     aggregate_types = ("Account",)
     bounded_contexts = ("Banking",)
 
-    def __init__(self, table: str, sql: SQL, stop_at: int | None = None) -> None:
+    def __init__(self, table: sa.Table, stop_at: int | None = None) -> None:
         self.table = table
-        self.sql = sql
         self.stop_at = stop_at
         self.handled: list[int] = []
         self.paused = asyncio.Event()
 
-    async def create_table(self, db: Database) -> None:
+    async def create_table(self, db: Database[DriverConnection]) -> None:
         async with db.transaction() as tx:
-            await self.sql.execute(
-                tx,
-                f"CREATE TABLE IF NOT EXISTS {self.table} "
-                "(global_position BIGINT PRIMARY KEY, account_id VARCHAR(255) NOT NULL)",
-            )
+            await connection(tx).run_sync(self.table.metadata.create_all)
 
-    async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
-        await self.sql.execute(
-            tx, f"INSERT INTO {self.table} VALUES (?, ?)", event.global_position, event.aggregate_id
+    async def handle(self, tx: DriverConnection, event: es.PersistedEvent) -> None:
+        await connection(tx).execute(
+            self.table.insert().values(
+                global_position=event.global_position, account_id=event.aggregate_id
+            )
         )
         self.handled.append(event.global_position)
         if len(self.handled) == self.stop_at:
             self.paused.set()
             await asyncio.Event().wait()  # until cancelled
 
-    async def rows(self, db: Database) -> int:
+    async def rows(self, db: Database[DriverConnection]) -> int:
         async with db.transaction() as tx:
-            return int(await self.sql.scalar(tx, f"SELECT COUNT(*) FROM {self.table}"))
+            count = await connection(tx).scalar(sa.select(sa.func.count()).select_from(self.table))
+            return int(count or 0)
 
 
 async def checkpoint(db: Database) -> int:
@@ -72,11 +71,15 @@ async def checkpoint(db: Database) -> int:
 
 async def story(where: Setup) -> None:
     """Stop mid-batch, resume, rebuild."""
-    async with pupsourcing_async.connect(where.url, store_config=where.store_config()) as db:
+    async with where.connect() as db:
         await db.migrate()
-        sql = SQL(db.dialect)
-        table = where.table("resume_ledger")
-        await Ledger(table, sql).create_table(db)
+        table = sa.Table(
+            where.table("resume_ledger"),
+            sa.MetaData(),
+            sa.Column("global_position", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("account_id", sa.String(255), nullable=False),
+        )
+        await Ledger(table).create_table(db)
         suffix = run_id()
         accounts = [f"acc-{owner}-{suffix}" for owner in ("alice", "bob", "carol")]
         for account in accounts:
@@ -88,7 +91,7 @@ async def story(where: Setup) -> None:
             head = await db.store.latest_global_position(tx)
         print(f"Appended 33 events; the log's head is at position {head}")
 
-        first = Ledger(table, sql, stop_at=2 * BATCH + 3)
+        first = Ledger(table, stop_at=2 * BATCH + 3)
         config = ProcessorConfig(batch_size=BATCH, max_poll_interval=0.5)
         async with asyncio.TaskGroup() as group:
             run = group.create_task(db.processor(config).run(first))
@@ -104,7 +107,7 @@ async def story(where: Setup) -> None:
             f"{await first.rows(db)} rows in the read model"
         )
 
-        second = Ledger(table, sql)
+        second = Ledger(table)
         await db.processor(ProcessorConfig(batch_size=BATCH, run_mode=RunMode.ONE_OFF)).run(second)
         print(
             f"Run 2 resumed after position {stopped} and handled {len(second.handled)} events, "
@@ -120,9 +123,9 @@ async def story(where: Setup) -> None:
 
         removed = await db.reset_projection(NAME)
         async with db.transaction() as tx:
-            await sql.execute(tx, f"DELETE FROM {table}")
+            await connection(tx).execute(table.delete())
         print(f"Rebuild: deleted {removed} checkpoint row and cleared the read model")
-        third = Ledger(table, sql)
+        third = Ledger(table)
         await db.processor(ProcessorConfig(run_mode=RunMode.ONE_OFF)).run(third)
         print(f"  run 3 handled all {len(third.handled)} events again; {await third.rows(db)} rows")
 

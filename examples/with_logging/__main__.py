@@ -21,7 +21,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
-import pupsourcing_async
 from pupsourcing_async import Logger, OptimisticConcurrencyError, es
 from pupsourcing_async.projection import ProcessorConfig, RunMode
 
@@ -102,9 +101,9 @@ class StructuredLogger:
 async def activity(where: Setup, *, logger: Logger | None, name: str) -> None:
     """Open an account, deposit, hit a conflict, and run a projection: things worth a log."""
     config = where.store_config(logger=logger)
-    async with pupsourcing_async.connect(where.url, store_config=config) as db:
+    async with where.connect(config) as db:
         await db.migrate()
-        balances = Balances(name, where.table(name), db.dialect)
+        balances = Balances(name, where.table(name))
         await balances.create_table(db)
         account = f"acc-alice-{run_id()}"
         print(f"- opening {account} and depositing")

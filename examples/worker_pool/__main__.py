@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import pupsourcing_async
 from pupsourcing_async.projection import ProcessorConfig, run_projections
 
 from ..common.bank import account_opened, append, money_deposited
@@ -24,12 +23,12 @@ OWNERS = ("Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi")
 
 async def story(where: Setup, workers: int, deposits: int) -> None:
     """Start the pool, append, wait for every partition, and show who handled what."""
-    async with pupsourcing_async.connect(where.url, store_config=where.store_config()) as db:
+    async with where.connect() as db:
         await db.migrate()
         table = where.table("pool_handled")
         pool = [
             (
-                HandledBy(NAME, table, db.dialect, worker=f"p{key}"),
+                HandledBy(NAME, table, worker=f"p{key}"),
                 ProcessorConfig(partition_key=key, total_partitions=workers, max_poll_interval=0.5),
             )
             for key in range(workers)

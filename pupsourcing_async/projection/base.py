@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .. import es
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    # Bare ``Projection`` means ``Projection[Any]``: a handler that takes any ``tx``.
+    TxT_contra = TypeVar("TxT_contra", contravariant=True, default=Any)
+else:
+    from typing import TypeVar
+
+    TxT_contra = TypeVar("TxT_contra", contravariant=True)
+
 
 __all__ = ["Projection", "ScopedProjection", "check_projection_name"]
 
@@ -30,12 +41,16 @@ def check_projection_name(name: str) -> str:
 
 
 @runtime_checkable
-class Projection(Protocol):
+class Projection(Protocol[TxT_contra]):
     """Turns events into a read model.
 
     Any object with a ``name`` and an async ``handle`` satisfies it; no base class needed.
     ``handle`` runs inside the batch's transaction, on the connection ``tx`` that also
     writes the checkpoint, so a read model written through ``tx`` moves in step with it.
+    ``TxT_contra`` is the ``tx`` the handler takes: a processor on a ``Database[T]`` runs
+    projections whose ``handle`` accepts a ``T`` (see ``pupsourcing_async.connections``).
+    A handler written once for every database takes a ``DriverConnection`` and writes
+    through ``pupsourcing_async.sqlalchemy.connection(tx)``.
 
     A projection may also have ``retryable_errors``, a tuple of exception types its
     handler raises for passing troubles; a batch that fails with one of them is retried
@@ -56,13 +71,13 @@ class Projection(Protocol):
         """The checkpoint key; with partitions each worker uses ``"<name>_p<key>"``."""
         ...
 
-    async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+    async def handle(self, tx: TxT_contra, event: es.PersistedEvent) -> None:
         """Apply one event. Raising stops the batch and rolls it back."""
         ...
 
 
 @runtime_checkable
-class ScopedProjection(Projection, Protocol):
+class ScopedProjection(Projection[TxT_contra], Protocol[TxT_contra]):
     """A projection that only wants some aggregates' events.
 
     Events outside the scope are skipped, but still advance the checkpoint. An empty

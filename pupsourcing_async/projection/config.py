@@ -38,7 +38,9 @@ class ProcessorConfig:
         retry_transient: Retry a batch that failed on a lost connection, a deadlock or
             another passing database trouble, instead of stopping.
         retry_initial_delay: The first wait before such a retry.
-        retry_max_delay: The longest wait between retries (the backoff doubles up to it).
+        retry_max_delay: The longest wait between retries. The backoff doubles up to it,
+            and each wait is jittered to between half and all of that, so workers that
+            failed together do not retry in lock-step.
         max_retries: Consecutive failed attempts after which the processor gives up with
             ``ProjectionStoppedError``; ``None`` retries forever.
         lease_poll_interval: How often a worker waiting for another's lease tries again.

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import random
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from .. import es
 from .._holes import hole_above
@@ -25,6 +27,15 @@ from ..log import Logger, get_logger
 from ..observe import BatchObservation, notify, observing
 from .base import Projection, check_projection_name
 from .config import ProcessorConfig, RunMode
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    TxT = TypeVar("TxT", default=Any)
+else:
+    from typing import TypeVar
+
+    TxT = TypeVar("TxT")
 
 __all__ = ["Processor"]
 
@@ -42,7 +53,7 @@ class _Streak:
         self.failures = 0
 
 
-class Processor:
+class Processor(Generic[TxT]):
     """Runs projections with one configuration against one database.
 
     Made by ``Database.processor(config)``, or by an adapter's ``Processor(pool, store,
@@ -64,7 +75,7 @@ class Processor:
         """How this processor runs."""
         return self._config
 
-    async def run(self, projection: Projection) -> None:
+    async def run(self, projection: Projection[TxT]) -> None:
         """Process events for ``projection`` until cancelled or, in ``ONE_OFF`` mode,
         until caught up.
 
@@ -132,7 +143,10 @@ class Processor:
             notify(observers, "failure", name, checkpoint, stopped)
             raise stopped from cause
         notify(observers, "retry", name, checkpoint, cause, failures)
+        # Jittered, so workers that failed together (a database restart) do not all come
+        # back in the same instant: between half and all of the capped exponential delay.
         delay = min(config.retry_initial_delay * 2 ** (failures - 1), config.retry_max_delay)
+        delay *= random.uniform(0.5, 1.0)
         self._log.error(
             "batch failed on a passing database error; retrying",
             projection=name,
@@ -338,6 +352,13 @@ def _projection_name(projection: object) -> str:
     name = getattr(projection, "name", None)
     if not isinstance(name, str) or not name:
         raise TypeError(f"a projection needs a non-empty str name, got {name!r} on {projection!r}")
-    if not callable(getattr(projection, "handle", None)):
+    handle = getattr(projection, "handle", None)
+    if not callable(handle):
         raise TypeError(f"a projection needs an async handle(tx, event) method: {projection!r}")
+    # An object whose __call__ is async counts too.
+    if not (inspect.iscoroutinefunction(handle) or inspect.iscoroutinefunction(handle.__call__)):
+        raise TypeError(
+            f"projection {name}: handle must be a coroutine function (async def handle(tx, "
+            f"event)), got {handle!r}"
+        )
     return name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import ProjectionError, ProjectionStoppedError
 from .base import Projection
@@ -15,9 +15,11 @@ if TYPE_CHECKING:
 
 __all__ = ["run_projections"]
 
+TxT = TypeVar("TxT")
+
 
 async def run_projections(
-    db: Database, projections: Sequence[tuple[Projection, ProcessorConfig]]
+    db: Database[TxT], projections: Sequence[tuple[Projection[TxT], ProcessorConfig]]
 ) -> None:
     """Run every ``(projection, config)`` pair concurrently in one task group.
 
@@ -33,7 +35,7 @@ async def run_projections(
     if not projections:
         return
 
-    async def run_one(projection: Projection, config: ProcessorConfig) -> None:
+    async def run_one(projection: Projection[TxT], config: ProcessorConfig) -> None:
         name = getattr(projection, "name", repr(projection))
         try:
             await db.processor(config).run(projection)

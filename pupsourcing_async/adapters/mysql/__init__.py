@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from ...store import StoreConfig, default_store_config
 from .backend import MysqlBackend, Processor
+from .connecting import connect
 from .errors import error_code, is_unavailable, translated
 from .sql import SESSION_SETUP
 from .store import Connection, Store
@@ -31,6 +32,7 @@ __all__ = [
     "Processor",
     "Store",
     "StoreConfig",
+    "connect",
     "default_store_config",
     "error_code",
     "is_unavailable",

@@ -37,9 +37,7 @@ class Cursor(Protocol):
     rowcount: int
     lastrowid: int
 
-    # No parameters: aiomysql would escape them in a way NO_BACKSLASH_ESCAPES breaks;
-    # statements are rendered with .literals first.
-    async def execute(self, query: str) -> int: ...
+    async def execute(self, query: str, args: Sequence[object] | None = None) -> int: ...
 
     async def fetchall(self) -> Sequence[tuple[Any, ...]]: ...
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ...store import StoreConfig, default_store_config
 from .backend import PostgresBackend, Processor
+from .connecting import connect
 from .errors import is_unavailable, translated
 from .sql import notify_channel
 from .store import Connection, Store
@@ -18,6 +19,7 @@ __all__ = [
     "Processor",
     "Store",
     "StoreConfig",
+    "connect",
     "default_store_config",
     "is_unavailable",
     "notify_channel",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ...store import StoreConfig, default_store_config
 from .backend import SqliteBackend
+from .connecting import connect
 from .errors import is_busy, translated
 from .store import Store
 from .timestamps import format_timestamp, parse_timestamp
@@ -18,6 +19,7 @@ __all__ = [
     "SqliteBackend",
     "Store",
     "StoreConfig",
+    "connect",
     "default_store_config",
     "format_timestamp",
     "is_busy",

@@ -1,0 +1,3 @@
+"""Gap safety under concurrent writers on a database opened on a SQLAlchemy engine."""
+
+from tests.test_gap_safety import *  # noqa: F403

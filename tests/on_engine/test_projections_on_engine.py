@@ -1,0 +1,3 @@
+"""Projections on a database opened on a SQLAlchemy engine."""
+
+from tests.test_projections import *  # noqa: F403
