@@ -1,10 +1,11 @@
 """W6's writer in a process of its own: appends on command, reports commit times.
 
 Started by :mod:`bench.latency` as ``python -m bench.writer URL PREFIX SIDES`` (``SIDES``
-comma-separated); it opens an appender per side: a ``Database`` on the tables
-``side_configs(PREFIX)`` names for the library and the same-SQL side (both append
-through the library), the minimal side's own code on its table for ``minimal``. It
-prints ``ready``, then reads commands from standard input, one per line:
+comma-separated); it opens an appender per side: a side that runs on the library's
+``Database`` (``on_library`` in :mod:`bench.sides`) appends with its own
+``append_singles`` on the library's tables, the same-SQL side through the library on its
+tables, the minimal side with its own code on its table. It prints ``ready``, then reads
+commands from standard input, one per line:
 
 - ``append SIDE TAG COUNT RATE``: append ``COUNT`` single events, one per transaction, at
   ``RATE`` per second (aggregate ids ``w6-TAG-0``, ``w6-TAG-1``, ...) on ``SIDE``'s
@@ -20,6 +21,7 @@ the parent process can subtract them from its own readings.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -30,8 +32,9 @@ import pupsourcing_async
 from pupsourcing_async import Database, es
 
 from . import minimal_mysql, minimal_postgres, minimal_sqlite
-from .common import SCHEMA_SIDES, MinimalTables, Side, make_events, side_configs
+from .common import MinimalTables, Side, make_events, side_configs
 from .postgres import raw_dsn
+from .sides import SIDE_SPECS
 
 __all__ = ["append_at_rate", "main"]
 
@@ -47,6 +50,14 @@ def library_appender(db: Database) -> Appender:
             await db.store.append(tx, es.Any(), events)
 
     return append
+
+
+class _NoReadModel:
+    """The read model of a writer's side: the writer only appends."""
+
+    async def upsert(self, tx: Any, aggregate_id: str, position: int) -> None:
+        """Never called: the writer runs no projection."""
+        raise RuntimeError("the writer process runs no projection")
 
 
 @asynccontextmanager
@@ -95,13 +106,19 @@ async def serve(url: str, prefix: str, sides: Sequence[Side]) -> None:
     appenders: dict[str, Appender] = {}
     async with AsyncExitStack() as stack:
         for side in sides:
-            if side in SCHEMA_SIDES:
+            make = SIDE_SPECS[side].on_library
+            if make is not None or side == "raw":
+                config = configs["raw" if make is None else "library"]
                 db = await stack.enter_async_context(
                     pupsourcing_async.connect(
-                        url, store_config=configs[side], max_size=2, pool_options=options
+                        url, store_config=config, max_size=2, pool_options=options
                     )
                 )
-                appenders[side] = library_appender(db)
+                if make is None:
+                    appenders[side] = library_appender(db)
+                else:
+                    library_side = make(db, _NoReadModel())
+                    appenders[side] = functools.partial(library_side.append_singles, exact=False)
             elif side == "minimal":
                 appenders[side] = await stack.enter_async_context(_minimal(url, prefix))
             else:
