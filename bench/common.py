@@ -74,7 +74,7 @@ class Sizes:
 
     Attributes:
         writers: Concurrent writers of the W1 multi-writer row; also the pool size (or
-            number of SQLite connections) of both sides on every database.
+            number of SQLite connections) of every side on every database.
         w1_events_one: Events the single W1 writer appends, one per transaction.
         w1_events_each: Events each of the ``writers`` W1 writers appends.
         w2_batches: The W2 batch sizes, one table row each.
@@ -159,7 +159,7 @@ def payload(seq: int) -> bytes:
 
 
 def make_events(aggregate_id: str, count: int, first_seq: int = 0) -> list[es.Event]:
-    """``count`` events for one aggregate; both sides append these same objects."""
+    """``count`` events for one aggregate; every side appends these same objects."""
     return [
         es.Event(
             BOUNDED_CONTEXT,
@@ -238,8 +238,9 @@ FOLLOW_PAGE = 100
 class ReadModel(Protocol):
     """W4's read model: one row per aggregate that counts its events.
 
-    The library's handler and the raw loop call the same :meth:`upsert`, with the same
-    SQL, so the handler's own work is identical on both sides.
+    The library's handler and the same-SQL loop call the same :meth:`upsert`, with the
+    same SQL (the minimal and eventsourcing sides run the same statement), so the
+    handler's own work is identical on every side.
     """
 
     async def upsert(self, tx: Any, aggregate_id: str, position: int) -> None:
@@ -415,11 +416,11 @@ class LibrarySide:
 
 
 class RawBatches(Protocol):
-    """What a raw side provides so that :func:`raw_catch_up` and :func:`raw_follow` can
+    """What a same-SQL side provides so that :func:`raw_catch_up` and :func:`raw_follow` can
     run its projection batches."""
 
     def connection(self) -> AbstractAsyncContextManager[Any]:
-        """A connection of the raw side's own, held for a whole catch-up or follow."""
+        """A connection of the same-SQL side's own, held for a whole catch-up or follow."""
 
     async def projection_batch(
         self, conn: Any, name: str, batch: int, upsert: bool, seen: Seen | None

@@ -73,7 +73,7 @@ COLUMNS = (
 
 
 class RawSQL:
-    """The raw side's statements, for one set of tables.
+    """The same-SQL side's statements, for one set of tables.
 
     Args:
         config: The tables (same schema as the library's, created by its migration).
@@ -166,9 +166,9 @@ class RawMysql:
     """The same-SQL side: hand-written aiomysql on its own pool and tables.
 
     Args:
-        pool: The raw side's pool, the same size and session settings as the library's.
-        sql: The statements, on the raw side's tables.
-        read_model: The raw side's read model.
+        pool: The same-SQL side's pool, the same size and session settings as the library's.
+        sql: The statements, on the same-SQL side's tables.
+        read_model: The same-SQL side's read model.
     """
 
     def __init__(self, pool: Pool, sql: RawSQL, read_model: MysqlReadModel) -> None:

@@ -72,7 +72,7 @@ COLUMNS = (
 
 
 class RawSQL:
-    """The raw side's statements, for one set of tables.
+    """The same-SQL side's statements, for one set of tables.
 
     Args:
         config: The tables (same schema as the library's, created by its migration).
@@ -157,12 +157,12 @@ def raw_row(event: es.Event, version: int) -> tuple[object, ...]:
 
 
 class RawPostgres:
-    """The raw side: hand-written asyncpg on its own pool and tables.
+    """The same-SQL side: hand-written asyncpg on its own pool and tables.
 
     Args:
-        pool: The raw side's pool, the same size as the library's.
-        sql: The statements, on the raw side's tables.
-        read_model: The raw side's read model.
+        pool: The same-SQL side's pool, the same size as the library's.
+        sql: The statements, on the same-SQL side's tables.
+        read_model: The same-SQL side's read model.
     """
 
     def __init__(self, pool: Pool, sql: RawSQL, read_model: PgReadModel) -> None:

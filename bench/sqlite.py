@@ -82,7 +82,7 @@ TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 class RawSQL:
-    """The raw side's statements, for one set of tables.
+    """The same-SQL side's statements, for one set of tables.
 
     Args:
         config: The tables (same schema as the library's, created by its migration).
@@ -167,9 +167,9 @@ class RawSqlite:
     """The same-SQL side: hand-written aiosqlite on its own connections and tables.
 
     Args:
-        pool: The raw side's connections, as many as the library's.
-        sql: The statements, on the raw side's tables.
-        read_model: The raw side's read model.
+        pool: The same-SQL side's connections, as many as the library's.
+        sql: The statements, on the same-SQL side's tables.
+        read_model: The same-SQL side's read model.
     """
 
     def __init__(self, pool: SqlitePool, sql: RawSQL, read_model: SqliteReadModel) -> None:
