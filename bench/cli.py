@@ -33,7 +33,7 @@ from .common import FULL, QUICK, Side, Sizes, Target
 from .latency import run_latency
 from .runner import DatabaseReport, format_machine, format_report, run_workloads
 from .sides import SIDE_SPECS, parse_sides
-from .workloads import REGISTRY, implemented, select, select_latency
+from .workloads import REGISTRY, implemented, select, select_comparisons, select_latency
 
 __all__ = ["DATABASES", "main", "parse_args", "run"]
 
@@ -142,6 +142,7 @@ async def run(
     exact = args.expected == "exact"
     workloads = select(args.only, sizes)
     latency_workloads = select_latency(args.only, sizes)
+    comparisons = select_comparisons(args.only)
     emit(format_machine(sizes, args.rounds, exact))
     failed = 0
     for database in args.databases:
@@ -155,11 +156,18 @@ async def run(
                 report.latencies = await run_latency(
                     target, latency_workloads, sizes, args.rounds, prefix, progress=progress
                 )
+                # The comparisons measure the library against itself, on its side's tables.
+                tables = [
+                    await compare(target, sizes, args.rounds, progress)
+                    for compare in (comparisons if "library" in target.sides else [])
+                ]
         except Exception as err:
             failed += 1
             print(f"error: {database} benchmark failed: {err!r}", file=sys.stderr, flush=True)
             continue
         emit(f"\n{format_report(report)}\n({time.perf_counter() - started:.1f} s)")
+        for table in tables:
+            emit(f"\n{table}")
     return 1 if failed else 0
 
 

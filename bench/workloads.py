@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from . import snapshots
 from .common import (
     AGGREGATE_TYPE,
     BOUNDED_CONTEXT,
@@ -40,9 +41,13 @@ __all__ = [
     "WorkloadSpec",
     "implemented",
     "select",
+    "select_comparisons",
     "select_latency",
 ]
 
+#: A comparison of the library with itself (a table of its own): target, sizes, rounds and
+#: a progress callback in, the table out.
+Comparison = Callable[[Target, Sizes, int, Callable[[str], None]], Awaitable[str]]
 #: One side's run of one round.
 RoundFn = Callable[[StoreSide], Awaitable[None]]
 #: The events one round appends or reads, and its runner.
@@ -96,12 +101,14 @@ class WorkloadSpec:
         summary: What it measures.
         build: Its throughput rows for given sizes, if it has any.
         latency: Its latency rows for given sizes, if it has any.
+        compare: A comparison it runs after the rows, if it has one.
     """
 
     key: str
     summary: str
     build: Callable[[Sizes], list[Workload]] | None = None
     latency: Callable[[Sizes], list[LatencyWorkload]] | None = None
+    compare: Comparison | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -360,7 +367,13 @@ REGISTRY: dict[str, WorkloadSpec] = {
         WorkloadSpec(
             "W4", "projection catch-up (ONE_OFF processor), no-op and upsert handlers", build_w4
         ),
-        WorkloadSpec("W5", "rehydrating one aggregate with read_aggregate_stream", build_w5),
+        WorkloadSpec(
+            "W5",
+            "rehydrating one aggregate with read_aggregate_stream, and through "
+            "AggregateRepository with and without a snapshot",
+            build_w5,
+            compare=snapshots.compare_rehydration,
+        ),
         WorkloadSpec(
             "W6",
             "append-commit to handler-called latency with a CONTINUOUS processor",
@@ -400,6 +413,18 @@ def select(keys: Sequence[str], sizes: Sizes) -> list[Workload]:
         if key in wanted and spec.build is not None:
             rows.extend(spec.build(sizes))
     return rows
+
+
+def select_comparisons(keys: Sequence[str]) -> list[Comparison]:
+    """The comparisons of the workloads ``keys``, in registry order.
+
+    Raises:
+        ValueError: a key is unknown or cannot run.
+    """
+    wanted = _check(keys)
+    return [
+        spec.compare for key, spec in REGISTRY.items() if key in wanted and spec.compare is not None
+    ]
 
 
 def select_latency(keys: Sequence[str], sizes: Sizes) -> list[LatencyWorkload]:

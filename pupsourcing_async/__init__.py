@@ -29,7 +29,9 @@ from .errors import (
     ProjectionStoppedError,
     PupsourcingError,
     SchemaError,
+    StoreError,
     StoreUnavailableError,
+    TransactionRolledBackError,
     UnsupportedURLError,
 )
 from .log import Logger
@@ -51,7 +53,9 @@ __all__ = [
     "PupsourcingError",
     "SchemaError",
     "StoreConfig",
+    "StoreError",
     "StoreUnavailableError",
+    "TransactionRolledBackError",
     "UnsupportedURLError",
     "connect",
     "default_store_config",

@@ -24,6 +24,7 @@ from .database import connect
 from .errors import PupsourcingError, UnsupportedURLError
 from .eventmap.cli import register as register_eventmap
 from .migrations import DIALECTS, write_migration
+from .snapshots_cli import register as register_snapshots
 from .store import StoreConfig, check_identifier
 
 __all__ = ["build_parser", "main"]
@@ -469,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_url_option(reset)
     reset.set_defaults(handler=_projections_reset)
 
+    register_snapshots(commands)
     register_eventmap(commands)
     return parser
 

@@ -7,13 +7,32 @@
     │   └── DuplicateEventError                an event_id that is already stored
     ├── EventMappingError(LookupError)         unknown event type or version when decoding
     ├── StoreUnavailableError(ConnectionError) the database did not answer: safe to retry
+    ├── TransactionRolledBackError             a deadlock or lock timeout rolled the whole
+    │                                          transaction back: retry it from the start
     ├── SchemaError                            tables missing or unreadable
-    ├── UnsupportedURLError(ValueError)        connect() got a scheme it does not know
+    ├── StoreError                             the database refused a statement for a
+    │                                          reason the library does not foresee
+    ├── UnsupportedURLError(ValueError)        connect() got a URL it cannot use
     └── ProjectionError                        a projection handler failed
         └── ProjectionStoppedError
 
 The same failure raises the same type on every database. Driver errors are translated
 at the adapter boundary and chained as ``__cause__``.
+
+What each error means for the transaction it happened in:
+
+=============================  =====================  ===================  ==================
+error                          transaction usable?    rolled back?         retry can succeed?
+=============================  =====================  ===================  ==================
+InvalidEventError, NoEvents    yes (nothing written)  no                   not unchanged
+OptimisticConcurrencyError     yes (nothing written)  no                   after a fresh read
+DuplicateEventError            yes (nothing written)  no                   no: the ids exist
+TransactionRolledBackError     no                     yes, all of it       yes, from the start
+StoreUnavailableError          no                     unknown at COMMIT    yes (appends are
+                                                      else yes             idempotent by id)
+SchemaError                    no                     yes                  after migrate()
+StoreError                     no                     yes                  no
+=============================  =====================  ===================  ==================
 """
 
 from __future__ import annotations
@@ -34,7 +53,9 @@ __all__ = [
     "ProjectionStoppedError",
     "PupsourcingError",
     "SchemaError",
+    "StoreError",
     "StoreUnavailableError",
+    "TransactionRolledBackError",
     "UnsupportedURLError",
 ]
 
@@ -151,6 +172,26 @@ class StoreUnavailableError(PupsourcingError, ConnectionError):
         super().__init__(message)
 
 
+class TransactionRolledBackError(PupsourcingError):
+    """The database rolled the whole transaction back (a deadlock, a lock wait that timed
+    out, a serialization failure): nothing of it was kept, appends made earlier in it
+    included.
+
+    The transaction is gone: retry it from the start (read again, decide again, append
+    again). A block of ``Database.transaction()`` that swallows this error does not commit:
+    leaving the block raises it again.
+
+    Attributes:
+        reason: ``"deadlock"``, ``"lock timeout"`` or ``"serialization failure"``.
+        location: Where the database is (no password).
+    """
+
+    def __init__(self, message: str, *, reason: str, location: str) -> None:
+        self.reason = reason
+        self.location = location
+        super().__init__(message)
+
+
 class SchemaError(PupsourcingError):
     """The event store's tables are missing or do not have the expected shape.
 
@@ -163,8 +204,25 @@ class SchemaError(PupsourcingError):
         super().__init__(message)
 
 
+class StoreError(PupsourcingError):
+    """The database refused a statement for a reason the library does not foresee: a
+    constraint, trigger or column of your own on its tables, a server limit, a permission.
+    The transaction it happened in is failed; roll it back.
+
+    Attributes:
+        code: The database's own error code (SQLSTATE on PostgreSQL, the error number on
+            MySQL, the result name on SQLite), when it gave one.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        self.code = code
+        super().__init__(message)
+
+
 class UnsupportedURLError(PupsourcingError, ValueError):
-    """``connect()`` was given a URL whose scheme it does not know.
+    """``connect()`` was given a URL it cannot use: an unknown scheme, a malformed host or
+    port, or an option the database's driver does not take. The message never contains
+    a password.
 
     Attributes:
         scheme: The scheme found in the URL.

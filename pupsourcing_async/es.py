@@ -11,10 +11,11 @@ import json
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any as _AnyType
 from typing import TypeAlias
 
+from ._metadata import metadata_problem
 from .errors import InvalidEventError, NoEventsError
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "NoStream",
     "PersistedEvent",
     "Stream",
+    "StreamExists",
 ]
 
 #: The longest text an identifying field may hold. MySQL stores these columns as
@@ -33,6 +35,15 @@ __all__ = [
 MAX_TEXT_LENGTH = 255
 #: Event versions are stored in a 32-bit INT column on every database.
 MAX_EVENT_VERSION = 2**31 - 1
+#: Positions and aggregate versions are 64-bit signed integers on every database.
+MAX_POSITION = 2**63 - 1
+#: The instants every database stores (MySQL's DATETIME and SQLite's four-digit years
+#: start at year 1000). The very last microsecond of 9999 is left out: PostgreSQL's
+#: driver takes it for ``infinity``.
+MIN_CREATED_AT = datetime(1000, 1, 1, tzinfo=UTC)
+MAX_CREATED_AT = datetime(9999, 12, 31, 23, 59, 59, 999998, tzinfo=UTC)
+#: ``required_version`` for ``StreamExists()``.
+STREAM_EXISTS = -1
 
 
 def _utc_now() -> datetime:
@@ -164,6 +175,14 @@ class NoStream:
         return "NoStream"
 
 
+@dataclass(frozen=True, slots=True)
+class StreamExists:
+    """Expected version: the aggregate must have at least one event, whatever its version."""
+
+    def __str__(self) -> str:
+        return "StreamExists"
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Exact:
     """Expected version: the aggregate must be at exactly ``version``.
@@ -200,22 +219,26 @@ def _as_version(value: object) -> int | None:
     return None
 
 
-#: One of ``Any()``, ``NoStream()`` or ``Exact(n)``.
-ExpectedVersion: TypeAlias = Any | NoStream | Exact
+#: One of ``Any()``, ``NoStream()``, ``StreamExists()`` or ``Exact(n)``.
+ExpectedVersion: TypeAlias = Any | NoStream | StreamExists | Exact
 
 
 def required_version(expected: ExpectedVersion) -> int | None:
-    """The version the aggregate must be at, or ``None`` for ``Any()``.
+    """The version the aggregate must be at: ``None`` for ``Any()``, ``STREAM_EXISTS``
+    (-1) for ``StreamExists()``, else the exact version (0 for ``NoStream()``).
 
     Raises:
         TypeError: ``expected`` is not an expected version.
     """
     if isinstance(expected, Any):
         return None
+    if isinstance(expected, StreamExists):
+        return STREAM_EXISTS
     version = _as_version(expected)
     if version is None:
         raise TypeError(
-            f"expected version must be es.Any(), es.NoStream() or es.Exact(n), got {expected!r}"
+            "expected version must be es.Any(), es.NoStream(), es.StreamExists() or "
+            f"es.Exact(n), got {expected!r}"
         )
     return version
 
@@ -248,8 +271,8 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
-# One decoder for every metadata check and payload (the event mapping's too): building a
-# decoder per call costs more than the parse.
+# One decoder for payloads (the event mapping's): building a decoder per call costs more
+# than the parse.
 _JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 
@@ -260,13 +283,30 @@ def _check_metadata(index: int, metadata: object) -> None:
         raise InvalidEventError(
             index, "metadata", f"must be None or UTF-8 JSON bytes, got {type(metadata).__name__}"
         )
-    try:
-        _JSON.decode(metadata.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise InvalidEventError(index, "metadata", f"must be UTF-8 JSON: {err}") from None
-    if b"\\u0000" in metadata:
-        # PostgreSQL's jsonb cannot hold a NUL character, so no backend accepts one.
-        raise InvalidEventError(index, "metadata", "must not contain the JSON escape \\u0000")
+    problem = metadata_problem(metadata)
+    if problem is not None:
+        raise InvalidEventError(index, "metadata", problem)
+
+
+def _check_created_at(index: int, created_at: object) -> None:
+    if not isinstance(created_at, datetime):
+        raise InvalidEventError(
+            index, "created_at", f"must be a datetime, got {type(created_at).__name__}"
+        )
+    if created_at.tzinfo is None or created_at.utcoffset() is None:
+        raise InvalidEventError(index, "created_at", "must be timezone-aware")
+    if created_at.tzinfo is not UTC:
+        try:
+            created_at = created_at.astimezone(UTC)
+        except OverflowError:
+            created_at = MIN_CREATED_AT - timedelta(1)  # out of range either way
+    if not MIN_CREATED_AT <= created_at <= MAX_CREATED_AT:
+        raise InvalidEventError(
+            index,
+            "created_at",
+            f"must lie between {MIN_CREATED_AT:%Y-%m-%d} and {MAX_CREATED_AT:%Y-%m-%d} UTC, "
+            "the range every database stores",
+        )
 
 
 _AGGREGATE_FIELDS = ("bounded_context", "aggregate_type", "aggregate_id")
@@ -328,12 +368,9 @@ def validate_event(index: int, event: object, first: Event | None = None) -> Eve
     _check_text(index, "correlation_id", event.correlation_id, optional=True)
     _check_text(index, "causation_id", event.causation_id, optional=True)
     created_at = event.created_at
-    if not isinstance(created_at, datetime):
-        raise InvalidEventError(
-            index, "created_at", f"must be a datetime, got {type(created_at).__name__}"
-        )
-    if created_at.tzinfo is None or created_at.utcoffset() is None:
-        raise InvalidEventError(index, "created_at", "must be timezone-aware")
+    # Events of one command usually share their timestamp: check it once.
+    if first is None or created_at != first.created_at or created_at.tzinfo is not UTC:
+        _check_created_at(index, created_at)
     return event
 
 
@@ -355,6 +392,12 @@ def validate_append(expected: ExpectedVersion, events: Sequence[Event]) -> int |
     if not events:
         raise NoEventsError("append needs at least one event")
     first = validate_event(0, events[0])
+    if required is not None and required + len(events) > MAX_POSITION:
+        raise InvalidEventError(
+            0,
+            "expected_version",
+            f"{expected} leaves no room for {len(events)} more version(s) below 2**63",
+        )
     if len(events) == 1:
         return required
     seen_ids = {first.event_id: 0}

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from .snapshots import snapshots_table
 from .store import StoreConfig
 
 __all__ = ["Dialect", "schema_sql", "schema_statements", "write_migration"]
@@ -60,6 +61,43 @@ def _postgres(c: StoreConfig) -> list[str]:
     updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
 )""",
         f"CREATE INDEX IF NOT EXISTS idx_{checkpoints}_updated ON {checkpoints} (updated_at)",
+        *postgres_registration(c),
+    ]
+
+
+def registration_trigger(config: StoreConfig) -> str:
+    """The name of the trigger (and, on PostgreSQL, its function) that registers every
+    writer of the events table before it draws a position."""
+    return f"{config.events_table}_register"
+
+
+def postgres_registration(c: StoreConfig) -> list[str]:
+    """The events table's registration trigger on PostgreSQL.
+
+    Gap-safe reading proves that a hole's writer has ended by its transaction id, so every
+    writer must have one before it draws a position. This library's appends take it first;
+    a writer that does not know the library (the Go library's INSERT, psql) would take it
+    only as its row goes in, after the sequence gave the position. The trigger runs before
+    any row of an INSERT (or COPY) is formed, so it takes the id first for every writer.
+    """
+    events, name = c.events_table, registration_trigger(c)
+    return [
+        f"""CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_current_xact_id();
+    RETURN NULL;
+END
+$$""",
+        f"""DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                   WHERE tgname = lower('{name}') AND tgrelid = '{events}'::regclass) THEN
+        CREATE TRIGGER {name} BEFORE INSERT ON {events} FOR EACH STATEMENT
+            WHEN (pg_current_xact_id_if_assigned() IS NULL)
+            EXECUTE FUNCTION {name}();
+    END IF;
+END
+$$""",
     ]
 
 
@@ -110,56 +148,163 @@ def in_flight_table(config: StoreConfig) -> str:
     return f"{config.events_table}_in_flight"
 
 
+#: The collation of the MySQL tables: binary (exact) and NO PAD, so that ``"pad"`` and
+#: ``"pad "`` are two ids, as on PostgreSQL and SQLite. MariaDB and MySQL 8 name it
+#: differently; each runs only its own executable comment.
+MYSQL_COLLATION = "/*M!100200 utf8mb4_nopad_bin */ /*!80000 utf8mb4_0900_bin */"
+MYSQL_TABLE_OPTIONS = f"ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={MYSQL_COLLATION}"
+#: An identity column (aggregate key, event type, projection name) on MySQL.
+MYSQL_IDENTITY = f"VARCHAR(255) COLLATE {MYSQL_COLLATION} NOT NULL"
+# The columns that name an aggregate, for every MySQL table keyed by one, so that an
+# identity compares the same way in each of them.
+_MYSQL_AGGREGATE_KEY = f"""bounded_context {MYSQL_IDENTITY},
+    aggregate_type {MYSQL_IDENTITY},
+    aggregate_id {MYSQL_IDENTITY}"""
+
+
+def mysql_indexes(c: StoreConfig) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The secondary indexes of the MySQL tables: (table, name, columns).
+
+    The Go library's migration creates indexes of the same columns with plain
+    ``CREATE INDEX idx_<table>_...``, which fails if an index of that name exists; so
+    these have other names, and ``migrate()`` adds one only where no index covers its
+    columns yet.
+    """
+    events, heads, checkpoints = c.events_table, c.aggregate_heads_table, c.checkpoints_table
+    return [
+        (events, f"{events}_event_type_idx", ("event_type", "global_position")),
+        (events, f"{events}_correlation_idx", ("correlation_id",)),
+        (heads, f"{heads}_updated_idx", ("updated_at",)),
+        (checkpoints, f"{checkpoints}_updated_idx", ("updated_at",)),
+    ]
+
+
+def mysql_registration(c: StoreConfig) -> str:
+    """The events table's registration trigger on MySQL and MariaDB.
+
+    Gap-safe reading proves a hole's writer has ended by finding its registration row no
+    longer locked. This library's appends register themselves (and set the session
+    variable so that a batch registers once); the trigger registers every other writer
+    (the Go library, a plain INSERT) before its row draws a position: an AUTO_INCREMENT
+    value is assigned only after BEFORE INSERT triggers ran.
+    """
+    events, in_flight = c.events_table, in_flight_table(c)
+    return f"""CREATE TRIGGER IF NOT EXISTS {registration_trigger(c)}
+BEFORE INSERT ON {events} FOR EACH ROW
+BEGIN
+    IF @pupsourcing_async_registered IS NULL THEN
+        INSERT INTO {in_flight} () VALUES ();
+        DELETE FROM {in_flight} WHERE id = LAST_INSERT_ID();
+    END IF;
+END"""
+
+
 def _mysql(c: StoreConfig) -> list[str]:
     events, heads, checkpoints = c.events_table, c.aggregate_heads_table, c.checkpoints_table
-    # utf8mb4_bin: identifiers compare exactly, as on PostgreSQL and SQLite. Indexes are
-    # declared inline because MySQL 8 has no CREATE INDEX IF NOT EXISTS.
-    table_options = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+    keys = {table: [] for table in (events, heads, checkpoints)}  # type: dict[str, list[str]]
+    for table, name, columns in mysql_indexes(c):
+        keys[table].append(f",\n    KEY {name} ({', '.join(columns)})")
+    # DATETIME rather than TIMESTAMP: it holds years 1000 to 9999, and it stores what it is
+    # given whatever the session's time zone (this library always gives UTC).
     return [
         f"""CREATE TABLE IF NOT EXISTS {events} (
     global_position BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-    bounded_context VARCHAR(255) NOT NULL,
-    aggregate_type VARCHAR(255) NOT NULL,
-    aggregate_id VARCHAR(255) NOT NULL,
+    bounded_context {MYSQL_IDENTITY},
+    aggregate_type {MYSQL_IDENTITY},
+    aggregate_id {MYSQL_IDENTITY},
     aggregate_version BIGINT NOT NULL,
     event_id BINARY(16) NOT NULL UNIQUE,
-    event_type VARCHAR(255) NOT NULL,
+    event_type {MYSQL_IDENTITY},
     event_version INT NOT NULL DEFAULT 1,
     payload LONGBLOB NOT NULL,
     trace_id VARCHAR(255) NULL,
     correlation_id VARCHAR(255) NULL,
     causation_id VARCHAR(255) NULL,
     metadata JSON NULL,
-    created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
     UNIQUE KEY unique_aggregate_version
-        (bounded_context, aggregate_type, aggregate_id, aggregate_version),
-    KEY idx_{events}_event_type (event_type, global_position),
-    KEY idx_{events}_correlation (correlation_id)
-) {table_options}""",
+        (bounded_context, aggregate_type, aggregate_id, aggregate_version){"".join(keys[events])}
+) {MYSQL_TABLE_OPTIONS}""",
         f"""CREATE TABLE IF NOT EXISTS {heads} (
-    bounded_context VARCHAR(255) NOT NULL,
-    aggregate_type VARCHAR(255) NOT NULL,
-    aggregate_id VARCHAR(255) NOT NULL,
+    bounded_context {MYSQL_IDENTITY},
+    aggregate_type {MYSQL_IDENTITY},
+    aggregate_id {MYSQL_IDENTITY},
     aggregate_version BIGINT NOT NULL,
-    updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    PRIMARY KEY (bounded_context, aggregate_type, aggregate_id),
-    KEY idx_{heads}_updated (updated_at)
-) {table_options}""",
+    updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    PRIMARY KEY (bounded_context, aggregate_type, aggregate_id){"".join(keys[heads])}
+) {MYSQL_TABLE_OPTIONS}""",
         f"""CREATE TABLE IF NOT EXISTS {checkpoints} (
-    projection_name VARCHAR(255) NOT NULL PRIMARY KEY,
+    projection_name {MYSQL_IDENTITY} PRIMARY KEY,
     last_global_position BIGINT NOT NULL DEFAULT 0,
-    updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    KEY idx_{checkpoints}_updated (updated_at)
-) {table_options}""",
+    updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6){"".join(keys[checkpoints])}
+) {MYSQL_TABLE_OPTIONS}""",
         # Gap safety: every append inserts and deletes a row here before it draws
         # positions; the row stays locked until the append's transaction ends.
         f"""CREATE TABLE IF NOT EXISTS {in_flight_table(c)} (
     id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY
 ) ENGINE=InnoDB""",
+        mysql_registration(c),
+    ]
+
+
+# Snapshots (see pupsourcing_async.snapshots): the newest snapshot per aggregate and
+# schema version. The key is all the table needs: rows are written and read by it alone.
+# On MySQL the key is 3 x 1020 + 4 bytes, within InnoDB's 3072; the snapshot type, a
+# fourth VARCHAR(255), could not join it.
+
+
+def _postgres_snapshots(c: StoreConfig) -> list[str]:
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {snapshots_table(c)} (
+    bounded_context TEXT NOT NULL,
+    aggregate_type TEXT NOT NULL,
+    aggregate_id TEXT NOT NULL,
+    schema_version INT NOT NULL,
+    aggregate_version BIGINT NOT NULL,
+    snapshot_type TEXT NOT NULL,
+    payload BYTEA NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    PRIMARY KEY (bounded_context, aggregate_type, aggregate_id, schema_version)
+)"""
+    ]
+
+
+def _sqlite_snapshots(c: StoreConfig) -> list[str]:
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {snapshots_table(c)} (
+    bounded_context TEXT NOT NULL,
+    aggregate_type TEXT NOT NULL,
+    aggregate_id TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    aggregate_version INTEGER NOT NULL,
+    snapshot_type TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (datetime('now')),
+    PRIMARY KEY (bounded_context, aggregate_type, aggregate_id, schema_version)
+)"""
+    ]
+
+
+def _mysql_snapshots(c: StoreConfig) -> list[str]:
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {snapshots_table(c)} (
+    {_MYSQL_AGGREGATE_KEY},
+    schema_version INT NOT NULL,
+    aggregate_version BIGINT NOT NULL,
+    snapshot_type VARCHAR(255) NOT NULL,
+    payload LONGBLOB NOT NULL,
+    created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    PRIMARY KEY (bounded_context, aggregate_type, aggregate_id, schema_version)
+) {MYSQL_TABLE_OPTIONS}"""
     ]
 
 
 _BUILDERS = {"postgres": _postgres, "sqlite": _sqlite, "mysql": _mysql}
+_SNAPSHOT_BUILDERS = {
+    "postgres": _postgres_snapshots,
+    "sqlite": _sqlite_snapshots,
+    "mysql": _mysql_snapshots,
+}
 
 
 def schema_statements(dialect: Dialect, config: StoreConfig | None = None) -> list[str]:
@@ -171,12 +316,23 @@ def schema_statements(dialect: Dialect, config: StoreConfig | None = None) -> li
     builder = _BUILDERS.get(dialect)
     if builder is None:
         raise ValueError(f"unknown dialect {dialect!r}: expected one of {', '.join(_BUILDERS)}")
-    return builder(config or StoreConfig())
+    config = config or StoreConfig()
+    return builder(config) + _SNAPSHOT_BUILDERS[dialect](config)
 
 
 def schema_sql(dialect: Dialect, config: StoreConfig | None = None) -> str:
-    """The schema for ``dialect`` as one SQL script."""
-    return "".join(f"{statement};\n\n" for statement in schema_statements(dialect, config))
+    """The schema for ``dialect`` as one SQL script.
+
+    MySQL's trigger has statements of its own inside, so the script switches the client's
+    statement delimiter around it, as the ``mysql`` command line tool understands.
+    """
+    script = []
+    for statement in schema_statements(dialect, config):
+        if dialect == "mysql" and statement.startswith("CREATE TRIGGER"):
+            script.append(f"DELIMITER //\n{statement} //\nDELIMITER ;\n\n")
+        else:
+            script.append(f"{statement};\n\n")
+    return "".join(script)
 
 
 def write_migration(

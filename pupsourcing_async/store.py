@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from ._reserved import RESERVED_WORDS
 from .es import AppendResult, Event, ExpectedVersion, PersistedEvent, Stream
 from .log import Logger
 from .observe import Observer
@@ -24,6 +25,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 #: Table names are limited so that every derived name (indexes, sequences, helper tables
 #: such as ``<events_table>_appends``) stays within PostgreSQL's 63-character limit.
 MAX_TABLE_NAME_LENGTH = 40
+#: The helper tables' names are ``events_table`` followed by one of these.
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -34,6 +36,11 @@ def check_identifier(name: str, what: str) -> str:
         )
     if name.lower().startswith("sqlite_"):
         raise ValueError(f"{what} must not start with sqlite_ (SQLite reserves it), got {name!r}")
+    if name.lower() in RESERVED_WORDS:
+        raise ValueError(
+            f"{what} must not be an SQL reserved word, got {name!r}: table names are "
+            "written unquoted, so that they match the Go library's"
+        )
     if len(name) > MAX_TABLE_NAME_LENGTH:
         raise ValueError(
             f"{what} must be at most {MAX_TABLE_NAME_LENGTH} characters, got {len(name)} ({name!r})"
@@ -55,6 +62,10 @@ class StoreConfig:
         logger: Where the store logs; the ``pupsourcing_async.store`` logger by default.
         observers: Hooks told about every append, and every batch of the processors that
             read through this store (metrics, tracing); see ``pupsourcing_async.observe``.
+        notify_channel: The PostgreSQL channel appends notify (with the last position
+            appended as payload) and processors listen on; ``<events_table>_appended``
+            when ``None``. Point Go's pupsourcing/core and this library at one channel
+            (its default is ``pupsourcing_events``) to have each wake the other.
     """
 
     events_table: str = "events"
@@ -62,6 +73,37 @@ class StoreConfig:
     checkpoints_table: str = "projection_checkpoints"
     logger: Logger | None = None
     observers: tuple[Observer, ...] = field(default=(), kw_only=True)
+    notify_channel: str | None = field(default=None, kw_only=True)
+
+    @property
+    def channel(self) -> str:
+        """The notification channel in use: ``notify_channel`` or its default."""
+        return self.notify_channel or f"{self.events_table}_appended"
+
+    def helper_names(self) -> dict[str, str]:
+        """Every database object the store creates besides the three tables, by role.
+
+        Tables, indexes, sequences, triggers and functions share one namespace on some
+        databases, so none of these may equal another or one of the three tables.
+        """
+        events = self.events_table
+        heads, checkpoints = self.aggregate_heads_table, self.checkpoints_table
+        return {
+            "in-flight table": f"{events}_in_flight",
+            "parked events table": f"{events}_parked",
+            "snapshots table": f"{events}_snapshots",
+            "position sequence": f"{events}_global_position_seq",
+            "event type index": f"idx_{events}_event_type",
+            "correlation index": f"idx_{events}_correlation",
+            "aggregate index": f"idx_{events}_aggregate",
+            "MySQL event type index": f"{events}_event_type_idx",
+            "MySQL correlation index": f"{events}_correlation_idx",
+            "registration trigger": f"{events}_register",
+            "heads index": f"idx_{heads}_updated",
+            "MySQL heads index": f"{heads}_updated_idx",
+            "checkpoints index": f"idx_{checkpoints}_updated",
+            "MySQL checkpoints index": f"{checkpoints}_updated_idx",
+        }
 
     def __post_init__(self) -> None:
         names = {
@@ -75,6 +117,16 @@ class StoreConfig:
             object.__setattr__(self, "observers", tuple(self.observers))  # type: ignore[unreachable]
         if len({name.lower() for name in names.values()}) != len(names):
             raise ValueError(f"table names must be distinct, got {names}")
+        if self.notify_channel is not None:
+            check_identifier(self.notify_channel, "notify_channel")
+        taken = {name.lower(): (what, name) for what, name in names.items()}
+        for role, helper in self.helper_names().items():
+            clash, name = taken.setdefault(helper.lower(), (role, helper))
+            if clash != role:
+                raise ValueError(
+                    f"{clash} {name!r} would collide with the store's {role} of the same "
+                    "name: choose other table names"
+                )
 
 
 def default_store_config() -> StoreConfig:

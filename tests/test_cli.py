@@ -346,3 +346,164 @@ def test_a_reader_that_stops_early_is_no_error(tmp_path: Path) -> None:
     assert events.wait(timeout=30) == 0
     assert events.stderr is not None
     assert events.stderr.read() == b""
+
+
+# --- snapshots ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("adapter", ["postgres", "mysql", "sqlite"])
+def test_migrate_gen_writes_the_snapshots_table(tmp_path: Path, adapter: str) -> None:
+    result = _run(
+        "migrate-gen", "--adapter", adapter, "--output", str(tmp_path), "--events-table", "bill"
+    )
+    assert result.returncode == 0, result.stderr
+    [written] = list(tmp_path.iterdir())
+    assert "CREATE TABLE IF NOT EXISTS bill_snapshots" in written.read_text()
+
+
+def _table_options(config: pupsourcing_async.StoreConfig) -> list[str]:
+    return [
+        "--events-table",
+        config.events_table,
+        "--aggregate-heads-table",
+        config.aggregate_heads_table,
+        "--checkpoints-table",
+        config.checkpoints_table,
+    ]
+
+
+async def _fill_snapshots(url: str, config: pupsourcing_async.StoreConfig) -> None:
+    from pupsourcing_async.snapshots import Snapshot
+
+    async with pupsourcing_async.connect(url, store_config=config) as db:
+        await db.migrate()
+        async with db.transaction() as tx:
+            for name in ("a", "b", "c", "d"):
+                await db.store.append(tx, es.NoStream(), [make_event(name)])
+            for name, kind, schema, size in (
+                ("a", "AccountState", 1, 100),
+                ("b", "AccountState", 1, 2000),
+                ("c", "AccountState", 2, 10),
+                ("d", "LedgerState", 1, 5),
+            ):
+                snapshot = Snapshot("Banking", "Account", name, 1, kind, schema, b"x" * size)
+                await db.store.snapshots.save(tx, snapshot)
+
+
+def _drop(url: str, config: pupsourcing_async.StoreConfig) -> None:
+    from .conftest import drop_tables
+
+    async def drop() -> None:
+        async with pupsourcing_async.connect(url, store_config=config) as db:
+            if db.dialect != "sqlite":
+                await drop_tables(db, [config.events_table])
+
+    asyncio.run(drop())
+
+
+def test_snapshots_status_and_purge(
+    url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pupsourcing_async.testing import unique_store_config
+
+    config = unique_store_config()
+    options = ["--url", url, *_table_options(config)]
+    table = f"{config.events_table}_snapshots"
+    asyncio.run(_fill_snapshots(url, config))
+    try:
+        assert main(["snapshots", "status", *options]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split() == [
+            "AGGREGATE",
+            "SNAPSHOT",
+            "TYPE",
+            "SCHEMA",
+            "COUNT",
+            "SIZE",
+            "LARGEST",
+            "OLDEST",
+            "NEWEST",
+        ]
+        assert re.match(
+            r"Banking/Account\s+AccountState\s+v1\s+2\s+2\.1 KiB\s+2\.0 KiB\s+\d{4}-", lines[1]
+        )
+        assert re.match(r"Banking/Account\s+AccountState\s+v2\s+1\s+10 B\s+10 B\s", lines[2])
+        assert re.match(r"Banking/Account\s+LedgerState\s+v1\s+1\s+5 B\s+5 B\s", lines[3])
+        assert lines[4] == f"4 snapshot(s), 2.1 KiB in {table}"
+
+        # Not on a terminal: refuse without --yes.
+        monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+        assert main(["snapshots", "purge", "--schema-version", "1", *options]) == 2
+        assert "confirm with --yes" in capsys.readouterr().err
+        # On a terminal: ask, and respect a no.
+        monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+        prompts: list[str] = []
+
+        def answer_no(prompt: str) -> str:
+            prompts.append(prompt)
+            return "n"
+
+        monkeypatch.setattr("builtins.input", answer_no)
+        assert main(["snapshots", "purge", "--schema-version", "1", *options]) == 1
+        assert "not purged" in capsys.readouterr().out
+        assert "Purge 3 snapshot(s), snapshots with schema_version=1" in prompts[0]
+        monkeypatch.setattr("builtins.input", lambda prompt: "y")
+        purge = ["snapshots", "purge", "--snapshot-type", "AccountState", "--schema-version", "1"]
+        assert main([*purge, *options]) == 0
+        assert f"purged 2 snapshot(s) from {table}" in capsys.readouterr().out
+        assert main([*purge, *options, "--yes"]) == 0
+        assert "nothing to purge" in capsys.readouterr().out
+
+        assert main(["snapshots", "status", *options]) == 0
+        out = capsys.readouterr().out
+        assert "AccountState  v1" not in out
+        assert "2 snapshot(s), 15 B" in out
+        assert main(["snapshots", "purge", "--all", "--yes", *options]) == 0
+        assert "purged 2 snapshot(s)" in capsys.readouterr().out
+        assert main(["snapshots", "status", *options]) == 0
+        assert capsys.readouterr().out == f"no snapshots in {table}\n"
+    finally:
+        _drop(url, config)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["snapshots"], "ACTION"),
+        (["snapshots", "purge", "--url", "sqlite:///x.db"], "say which snapshots to purge"),
+        (
+            ["snapshots", "purge", "--url", "sqlite:///x.db", "--all", "--schema-version", "2"],
+            "--all",
+        ),
+        (["snapshots", "purge", "--url", "sqlite:///x.db", "--schema-version", "0"], "between 1"),
+        (
+            ["snapshots", "purge", "--url", "sqlite:///x.db", "--schema-version", "v2"],
+            "whole number",
+        ),
+        (["snapshots", "purge", "--url", "sqlite:///x.db", "--aggregate-type", ""], "not be empty"),
+        (["snapshots", "status"], "no database URL"),
+    ],
+)
+def test_snapshots_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    result = _run(*args, env={"PUPSOURCING_URL": ""}, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr.splitlines()[-1]
+    assert result.stdout == ""
+
+
+def test_snapshots_status_on_a_database_not_migrated_exits_1(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bare.db'}"
+    result = _run("snapshots", "status", "--url", url)
+    assert result.returncode == 1
+    assert "events_snapshots" in result.stderr
+    assert "migrate" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "command", [["snapshots"], ["snapshots", "status"], ["snapshots", "purge"]]
+)
+def test_the_snapshots_commands_have_help_with_examples(command: list[str]) -> None:
+    result = _run(*command, "--help")
+    assert result.returncode == 0
+    assert "example" in result.stdout

@@ -17,6 +17,7 @@ from pupsourcing_async import (
     SchemaError,
     StoreConfig,
     StoreUnavailableError,
+    TransactionRolledBackError,
     UnsupportedURLError,
     es,
 )
@@ -155,7 +156,8 @@ async def test_sqlite_writers_in_two_databases_on_one_file_wait_for_each_other(
             assert len(await two.store.read_events(tx)) == 2
 
 
-async def test_sqlite_busy_timeout_surfaces_as_store_unavailable(tmp_path: Path) -> None:
+async def test_sqlite_busy_timeout_is_a_lock_timeout(tmp_path: Path) -> None:
+    # A lock wait that times out is the same typed error on every database.
     url = f"sqlite:///{tmp_path / 'busy.db'}"
     async with (
         pupsourcing_async.connect(url) as one,
@@ -163,9 +165,10 @@ async def test_sqlite_busy_timeout_surfaces_as_store_unavailable(tmp_path: Path)
     ):
         await one.migrate()
         async with one.transaction():
-            with pytest.raises(StoreUnavailableError, match="locked"):
+            with pytest.raises(TransactionRolledBackError, match="locked") as caught:
                 async with two.transaction():
                     pass
+            assert caught.value.reason == "lock timeout"
 
 
 @pytest.mark.parametrize("isolation_level", [None, "DEFERRED"])

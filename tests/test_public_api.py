@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "pupsourcing_async.store",
     "pupsourcing_async.database",
     "pupsourcing_async.migrations",
+    "pupsourcing_async.snapshots",
     "pupsourcing_async.log",
     "pupsourcing_async.observe",
     "pupsourcing_async.projection",

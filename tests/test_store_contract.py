@@ -155,7 +155,10 @@ async def test_duplicate_event_id_is_rejected(db: Database, raw: RawSQL) -> None
         assert isinstance(caught.value, OptimisticConcurrencyError)
         assert str(event_id) in str(caught.value)
     with pytest.raises(DuplicateEventError):
-        await append(db, es.Exact(1), [make_event("a", event_id=event_id)])
+        # The id is stored with another payload: not a retry of the same append.
+        await append(
+            db, es.Exact(1), [make_event("a", payload=b'{"amount": 99}', event_id=event_id)]
+        )
     assert await count_rows(db, raw, db.store.config.events_table) == 1
     assert (await stream(db, "b")).is_empty
     # The failed appends left no head behind: "b" is still a new aggregate.
@@ -169,7 +172,9 @@ async def test_duplicate_event_id_caught_inside_a_transaction_keeps_other_work(
     await append(db, es.NoStream(), [make_event("a", event_id=event_id)])
     async with db.transaction() as tx:
         with pytest.raises(DuplicateEventError):
-            await db.store.append(tx, es.Any(), [make_event("a", event_id=event_id)])
+            await db.store.append(
+                tx, es.Any(), [make_event("a", event_type="Other", event_id=event_id)]
+            )
         await db.store.append(tx, es.Any(), [make_event("a")])
     assert [e.aggregate_version for e in await stream(db, "a")] == [1, 2]
 
@@ -596,17 +601,18 @@ async def test_a_batch_keeps_each_events_own_fields(db: Database) -> None:
         assert {e.correlation_id for e in stored} == {"c"}
 
 
-async def test_a_retried_command_is_told_its_events_are_stored(db: Database) -> None:
-    # The command read version 0, appended, and is retried with the same ids: the version
-    # no longer matches, but what it most needs to know is that it already happened.
+async def test_a_retried_command_gets_its_stored_result(db: Database) -> None:
+    # The command read version 0, appended, and is retried with the same events: whatever
+    # the expected version says now, it already happened, and it gets what was stored.
     event_id = uuid.uuid4()
-    await append(db, es.NoStream(), [make_event(event_id=event_id)])
-    for expected in (es.NoStream(), es.Exact(5)):
+    first = await append(db, es.NoStream(), [make_event(event_id=event_id)])
+    for expected in (es.NoStream(), es.Exact(5), es.Any(), es.StreamExists()):
+        again = await append(db, expected, [make_event(event_id=event_id)])
+        assert again == first
         with pytest.raises(DuplicateEventError) as caught:
-            await append(db, expected, [make_event(event_id=event_id)])
-        assert caught.value.event_id == event_id
-        with pytest.raises(DuplicateEventError):
             await append(db, expected, [make_event(), make_event(event_id=event_id)])
+        assert caught.value.event_id == event_id
+    assert [e.event_id for e in await read_all(db)] == [event_id]
 
 
 async def test_a_large_append_with_any_continues_an_existing_stream(db: Database) -> None:

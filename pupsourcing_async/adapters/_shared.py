@@ -6,13 +6,13 @@ import asyncio
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from .. import es
 from .._signals import Signal, Watch
-from ..errors import DuplicateEventError, OptimisticConcurrencyError
+from ..errors import DuplicateEventError, OptimisticConcurrencyError, TransactionRolledBackError
 from ..log import Logger
 
 __all__ = [
@@ -25,10 +25,14 @@ __all__ = [
     "check_position",
     "check_projection_name",
     "check_stream_args",
+    "check_text",
     "conflict_error",
     "lease_key",
     "lease_name",
     "local_news",
+    "refused_commit",
+    "replayed",
+    "rolled_back",
     "wait_for_lock",
 ]
 
@@ -53,13 +57,33 @@ def check_limit(limit: object) -> None:
         raise ValueError(f"limit must be a positive int, got {limit!r}")
 
 
+def check_text(name: str, value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is text every database stores as a key: a
+    non-empty string of at most 255 characters, UTF-8 encodable, without NUL."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > es.MAX_TEXT_LENGTH
+        or "\x00" in value
+        or not (value.isascii() or _encodable(value))
+    ):
+        raise ValueError(
+            f"{name} must be a non-empty string of at most {es.MAX_TEXT_LENGTH} characters, "
+            f"UTF-8 encodable and without NUL, got {value!r}"
+        )
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_projection_name(name: object) -> None:
     """Raise ``ValueError`` unless ``name`` can key a checkpoint row."""
-    if not isinstance(name, str) or not name or "\x00" in name or len(name) > es.MAX_TEXT_LENGTH:
-        raise ValueError(
-            "projection_name must be a non-empty string of at most "
-            f"{es.MAX_TEXT_LENGTH} characters, got {name!r}"
-        )
+    check_text("projection_name", name)
 
 
 def check_stream_args(
@@ -70,13 +94,9 @@ def check_stream_args(
     to_version: int | None,
 ) -> tuple[int, int]:
     """Check ``read_aggregate_stream``'s arguments; return the inclusive version bounds."""
-    for name, value in (
-        ("bounded_context", bounded_context),
-        ("aggregate_type", aggregate_type),
-        ("aggregate_id", aggregate_id),
-    ):
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    check_text("bounded_context", bounded_context)
+    check_text("aggregate_type", aggregate_type)
+    check_text("aggregate_id", aggregate_id)
     low = 0 if from_version is None else from_version
     high = MAX_BIGINT if to_version is None else to_version
     check_position("from_version", low)
@@ -136,42 +156,116 @@ def conflict_error(
     )
 
 
+def replayed(
+    log: Logger,
+    expected: es.ExpectedVersion,
+    events: Sequence[es.Event],
+    stored: Mapping[uuid.UUID, es.PersistedEvent],
+) -> es.AppendResult:
+    """The result of an append some of whose event ids are stored already.
+
+    If every id is stored, as consecutive events of the same aggregate in the given order
+    with the same types and payloads, the append is a retry of one that succeeded: its
+    stored result is returned and nothing is written. Any other overlap is a conflict.
+
+    Raises:
+        DuplicateEventError: the ids are stored, but not as this append would store them.
+    """
+    first = events[0]
+    found = [stored.get(event.event_id) for event in events]
+    base = found[0].aggregate_version if found[0] is not None else 0
+    for offset, (event, persisted) in enumerate(zip(events, found, strict=True)):
+        if (
+            persisted is None
+            or persisted.aggregate_version != base + offset
+            or persisted.aggregate_id != first.aggregate_id
+            or persisted.aggregate_type != first.aggregate_type
+            or persisted.bounded_context != first.bounded_context
+            or persisted.event_type != event.event_type
+            or persisted.payload != event.payload
+        ):
+            shown = next((e.event_id for e, p in zip(events, found, strict=True) if p), None)
+            raise conflict_error(log, expected, first, actual=None, event_id=shown)
+    complete = [persisted for persisted in found if persisted is not None]
+    log.info(
+        "append already stored; returning its result",
+        aggregate=f"{first.bounded_context}/{first.aggregate_type}/{first.aggregate_id}",
+        from_version=base,
+        to_version=complete[-1].aggregate_version,
+    )
+    return es.AppendResult(complete, [persisted.global_position for persisted in complete])
+
+
+def rolled_back(reason: str, location: str, detail: object) -> TransactionRolledBackError:
+    """The error for a transaction the database rolled back whole (``reason``: "deadlock",
+    "lock timeout" or "serialization failure")."""
+    return TransactionRolledBackError(
+        f"the database at {location} rolled the transaction back ({reason}: {detail}); "
+        "nothing of it was kept: retry it from the start",
+        reason=reason,
+        location=location,
+    )
+
+
 class AppendTracker:
-    """Which connections run in a transaction the backend manages, and which appended in it.
+    """Which connections run in a transaction the backend manages, which appended in it,
+    and which the database has already failed.
 
     A backend's transaction registers its connection, asks at commit whether it appended,
-    and if so wakes processors (in this process at once; elsewhere by notification).
+    and if so wakes processors (in this process at once; elsewhere by notification). A
+    store that finds the transaction rolled back under it (a deadlock, a lock timeout)
+    dooms it, so that a block which swallowed the error cannot commit what is left.
     Connections are known by ``id()``; entries live only while their transaction does.
     """
 
-    __slots__ = ("_appended", "_managed")
+    __slots__ = ("_appended", "_doomed", "_managed")
 
     def __init__(self) -> None:
         self._managed: set[int] = set()
-        self._appended: set[int] = set()
+        self._appended: dict[int, int] = {}
+        self._doomed: dict[int, BaseException] = {}
 
     def begin(self, tx: object) -> None:
         """A managed transaction starts on ``tx``."""
         self._managed.add(id(tx))
-        self._appended.discard(id(tx))
+        self._appended.pop(id(tx), None)
+        self._doomed.pop(id(tx), None)
 
-    def end(self, tx: object) -> bool:
-        """The managed transaction on ``tx`` ended; whether it appended."""
+    def end(self, tx: object) -> int | None:
+        """The managed transaction on ``tx`` ended; the last position it appended, if any."""
         self._managed.discard(id(tx))
-        try:
-            self._appended.remove(id(tx))
-        except KeyError:
-            return False
-        return True
+        self._doomed.pop(id(tx), None)
+        return self._appended.pop(id(tx), None)
 
     def managed(self, tx: object) -> bool:
         """Whether ``tx`` runs in a transaction the backend manages."""
         return id(tx) in self._managed
 
-    def note(self, tx: object) -> None:
-        """``tx`` appended in its current transaction."""
+    def note(self, tx: object, position: int) -> None:
+        """``tx`` appended, up to ``position``, in its current transaction."""
         if id(tx) in self._managed:
-            self._appended.add(id(tx))
+            key = id(tx)
+            self._appended[key] = max(position, self._appended.get(key, 0))
+
+    def doom(self, tx: object, error: BaseException) -> None:
+        """The database rolled back the transaction on ``tx`` (``error`` said so)."""
+        if id(tx) in self._managed:
+            self._doomed.setdefault(id(tx), error)
+
+    def doomed(self, tx: object) -> BaseException | None:
+        """Why the managed transaction on ``tx`` cannot commit, if it cannot."""
+        return self._doomed.get(id(tx))
+
+
+def refused_commit(error: BaseException, location: str) -> TransactionRolledBackError:
+    """The error a block that swallowed ``error`` gets instead of its COMMIT."""
+    reason = error.reason if isinstance(error, TransactionRolledBackError) else "error"
+    return TransactionRolledBackError(
+        f"not committed: the database at {location} had already rolled this transaction "
+        f"back ({error}); retry it from the start",
+        reason=reason,
+        location=location,
+    )
 
 
 class LocalNews:

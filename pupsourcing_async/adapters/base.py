@@ -14,6 +14,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from .._holes import PendingHole
 from .._signals import Signal, Watch
 from ..log import Logger
+from ..snapshots import SnapshotStore
 from ..store import EventStore
 
 __all__ = ["AdapterStore", "Backend", "BackendBase", "CheckpointRow", "Lease", "News"]
@@ -38,6 +39,11 @@ class CheckpointRow:
 
 class AdapterStore(EventStore[Any], Protocol):
     """The store an adapter supplies: the contract, plus what ``Database`` builds on."""
+
+    @property
+    def snapshots(self) -> SnapshotStore[Any]:
+        """The aggregate snapshots kept beside the events."""
+        ...
 
     def pending_holes(self) -> list[PendingHole]:
         """Holes below visible positions not yet proven dead or filled."""
@@ -133,6 +139,12 @@ class Backend(Protocol):
     async def lease_held(self, name: str) -> bool | None:
         """Whether some worker, in any process, holds the lease on checkpoint ``name``;
         ``None`` where the database has no leases."""
+        ...
+
+    @property
+    def connections_in_use(self) -> int:
+        """Connections taken from the pool and not yet given back (transactions, leases,
+        the notification listener)."""
         ...
 
 

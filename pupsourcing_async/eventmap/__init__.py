@@ -22,7 +22,8 @@ placed = registry.from_events(stream.events)
   JSON payloads (:mod:`.codec`) and upcasters that read old versions as the newest
   (:mod:`.upcasting`);
 - :class:`AggregateRoot` and :class:`AggregateRepository` record, replay and save an
-  aggregate's typed events (:mod:`.aggregate`);
+  aggregate's typed events, and :class:`SnapshotAggregate` lets the repository start from
+  a snapshot of the state (:mod:`.aggregate`);
 - ``pupsourcing-async eventmap-gen`` writes a typed module of mapping functions for a
   package of event dataclasses (:mod:`.generator`), and ``eventmap-check`` tells which
   stored event versions a registry cannot read (:mod:`.cli`).
@@ -33,7 +34,7 @@ Unknown event types and versions raise :class:`~pupsourcing_async.errors.EventMa
 from __future__ import annotations
 
 from ..errors import EventMappingError
-from .aggregate import AggregateRepository, AggregateRoot
+from .aggregate import AggregateRepository, AggregateRoot, SnapshotAggregate
 from .codec import decode_payload, encode_payload
 from .registry import DecodeProblem, EventRegistry, EventSpec
 from .upcasting import Upcaster, UpcasterChain
@@ -45,6 +46,7 @@ __all__ = [
     "EventMappingError",
     "EventRegistry",
     "EventSpec",
+    "SnapshotAggregate",
     "Upcaster",
     "UpcasterChain",
     "decode_payload",

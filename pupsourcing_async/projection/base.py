@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from .. import es
 
-__all__ = ["Projection", "ScopedProjection"]
+__all__ = ["Projection", "ScopedProjection", "check_projection_name"]
+
+# A partition's checkpoint is "<name>_p<key>"; a projection named so would be mistaken for
+# a partition of another ("orders_p2" for partition 2 of "orders") by reset and status.
+_PARTITION_NAME = re.compile(r".+_p\d+\Z", re.DOTALL)
+
+
+def check_projection_name(name: str) -> str:
+    """Return ``name`` if a projection may have it.
+
+    Raises:
+        ValueError: ``name`` ends in ``_p<digits>``, the form of a partition's checkpoint.
+    """
+    if _PARTITION_NAME.match(name):
+        raise ValueError(
+            f"projection name {name!r} ends like a partition's checkpoint (<name>_p<key>): "
+            "it would be taken for a partition of another projection; choose another name"
+        )
+    return name
 
 
 @runtime_checkable

@@ -23,7 +23,7 @@ from ..adapters.base import Backend, Lease, News
 from ..errors import ProjectionError, ProjectionStoppedError
 from ..log import Logger, get_logger
 from ..observe import BatchObservation, notify, observing
-from .base import Projection
+from .base import Projection, check_projection_name
 from .config import ProcessorConfig, RunMode
 
 __all__ = ["Processor"]
@@ -76,7 +76,7 @@ class Processor:
                 exception is ``__cause__``.
             ProjectionStoppedError: passing database troubles outlasted ``max_retries``.
         """
-        name = _projection_name(projection)
+        name = check_projection_name(_projection_name(projection))
         checkpoint = self._config.checkpoint_name(name)
         config = self._config
         observers = self._backend.store.config.observers
