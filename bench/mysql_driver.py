@@ -75,15 +75,18 @@ def connect_options(url: str) -> dict[str, Any]:
     }
 
 
-async def create_pool(url: str, size: int, *, autocommit: bool) -> Any:
+async def create_pool(
+    url: str, size: int, *, autocommit: bool, init_command: str = SESSION_SETUP
+) -> Any:
     """A pool of ``size`` connections as the library opens its own (see
-    ``MysqlBackend.connect``), in autocommit or not."""
+    ``MysqlBackend.connect``), in autocommit or not, each session set up with
+    ``init_command``."""
     return await aiomysql.create_pool(
         minsize=size,
         maxsize=size,
         connect_timeout=10.0,
         autocommit=autocommit,
-        init_command=SESSION_SETUP,
+        init_command=init_command,
         **connect_options(url),
     )
 
