@@ -1,4 +1,4 @@
-"""Throughput against concurrent writers (W1), library and raw, drawn as a PNG.
+"""Throughput against concurrent writers (W1): library, minimal baseline, eventsourcing.
 
 Usage::
 
@@ -8,10 +8,12 @@ Usage::
                           [--postgres-url URL] [--mysql-url URL] [--sqlite-path PATH]
 
 For each database, W1 (single-event appends, each writer on its own aggregate) runs with
-every writer count, library and raw alternating as in ``python -m bench``, on pools as
-large as the largest count. It prints the medians and draws one panel per database with
-a line per side. Drawing needs matplotlib (``pip install 'pupsourcing-async[bench]'``);
-without it the command only runs with ``--json FILE`` (it measures, prints and saves).
+every writer count on the library, the minimal hand-written baseline and eventsourcing
+(PostgreSQL and SQLite, when installed), alternating as in ``python -m bench``, on pools
+as large as the largest count (eventsourcing: one thread per writer). It prints the
+medians and the ratios and draws one panel per database with a line per side. Drawing
+needs matplotlib (``pip install 'pupsourcing-async[bench]'``); without it the command only
+runs with ``--json FILE`` (it measures, prints and saves).
 """
 
 from __future__ import annotations
@@ -30,14 +32,22 @@ from typing import Any
 
 from . import mysql, postgres
 from .cli import DATABASES, open_database
-from .common import FULL, SIDES, Side, Sizes
+from .common import FULL, Side, Sizes
 from .runner import format_machine, run_workloads
+from .sides import SIDE_SPECS
 from .workloads import Round, Workload, build_w1
 
 __all__ = ["draw", "main", "measure"]
 
 #: ``{database name: {side: [(writers, median events/s), ...]}}``
 Series = dict[str, dict[Side, list[tuple[int, float]]]]
+
+#: The sides the chart compares, and how each is drawn.
+CHART_SIDES: dict[Side, tuple[str, str]] = {
+    "library": ("o-", "pupsourcing_async"),
+    "minimal": ("s--", "minimal hand-written driver code"),
+    "eventsourcing": ("^:", "eventsourcing (threads)"),
+}
 
 
 def _rows(writer_counts: Sequence[int], events_each: int) -> list[Workload]:
@@ -65,15 +75,19 @@ async def measure(args: argparse.Namespace, progress: Callable[[str], None]) -> 
     series: Series = {}
     for database in args.databases:
         prefix = f"psc_{secrets.token_hex(4)}_"
-        async with open_database(database, args, sizes, prefix) as target:
+        async with open_database(database, args, sizes, prefix, list(CHART_SIDES)) as target:
             report = await run_workloads(target, rows, sizes, args.rounds, progress=progress)
-        series[report.name] = {
-            side: [
-                (count, result.median(side))
+            for note in target.notes:
+                progress(f"{target.name}: note: {note}")
+        series[report.name] = {}
+        for side in CHART_SIDES:
+            points = [
+                (count, median)
                 for count, result in zip(args.writers, report.results, strict=True)
+                if (median := result.median(side)) is not None
             ]
-            for side in SIDES
-        }
+            if points:
+                series[report.name][side] = points
     return series
 
 
@@ -86,16 +100,13 @@ def draw(series: Series, out: Path, title: str) -> None:
 
     fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 4), squeeze=False)
     for axis, (name, sides) in zip(axes[0], series.items(), strict=True):
-        for side, style in zip(SIDES, ("o-", "s--"), strict=True):
-            points = sides[side]
+        for side, points in sides.items():
+            style, label = CHART_SIDES[side]
             axis.plot(
-                [writers for writers, _ in points],
-                [rate for _, rate in points],
-                style,
-                label="pupsourcing_async" if side == "library" else "raw driver",
+                [writers for writers, _ in points], [rate for _, rate in points], style, label=label
             )
         axis.set_xscale("log", base=2)
-        counts = [writers for writers, _ in sides["library"]]
+        counts = sorted({writers for points in sides.values() for writers, _ in points})
         axis.set_xticks(counts, [str(c) for c in counts])
         axis.set_ylim(bottom=0)
         axis.set_title(name)
@@ -108,6 +119,29 @@ def draw(series: Series, out: Path, title: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def chart_table(sides: dict[Side, list[tuple[int, float]]], writers: Sequence[int]) -> list[str]:
+    """One database's medians per writer count, and each side's ratio to the minimal one."""
+    names = list(sides)
+    others = [side for side in names if side != "minimal"] if "minimal" in sides else []
+    header = "writers  " + "  ".join(f"{SIDE_SPECS[side].column:>13}" for side in names)
+    header += "".join(f"  {SIDE_SPECS[side].short + '/min':>8}" for side in others)
+    lines = [header]
+    for count in writers:
+        rates = {side: dict(points).get(count) for side, points in sides.items()}
+        cells = "  ".join(_number(rates[side], ",.0f", 13) for side in names)
+        minimal = rates.get("minimal")
+        for side in others:
+            rate = rates[side]
+            ratio = None if rate is None or not minimal else rate / minimal
+            cells += "  " + _number(ratio, ".2f", 8)
+        lines.append(f"{count:>7}  {cells}")
+    return lines
+
+
+def _number(value: float | None, form: str, width: int) -> str:
+    return ("-" if value is None else format(value, form)).rjust(width)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -153,15 +187,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\n{name}: W1 events/s (median of {args.rounds} rounds), {args.events_each} "
             "events per writer"
         )
-        print("writers  " + "  ".join(f"{side:>10}" for side in SIDES) + "  ratio")
-        for index, count in enumerate(args.writers):
-            rates = [sides[side][index][1] for side in SIDES]
-            cells = "  ".join(f"{rate:>10,.0f}" for rate in rates)
-            print(f"{count:>7}  {cells}  {rates[0] / rates[1]:5.2f}")
+        for line in chart_table(sides, args.writers):
+            print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(series, indent=2))
     if drawing:
-        draw(series, Path(args.out), "W1 single-event appends: throughput against writers")
+        draw(
+            series,
+            Path(args.out),
+            "W1 single-event appends: throughput against concurrent writers",
+        )
         print(f"\nchart: {args.out}")
     return 0
 

@@ -1,17 +1,21 @@
-"""``python -m bench``: the library against each database's raw driver, one table per database.
+"""``python -m bench``: the library against hand-written driver code and its peer, per database.
 
 Usage::
 
     python -m bench --db postgres|sqlite|mysql|all [--quick] [--rounds N] [--only W1,W2,...]
+                    [--sides library,raw,minimal,eventsourcing]
                     [--postgres-url URL] [--mysql-url URL] [--sqlite-path PATH]
                     [--expected any|exact]
 
-Each database runs the selected workloads (see ``bench.workloads``) on the library and on
-hand-written driver code (asyncpg, aiosqlite, aiomysql), alternating rounds after an
-untimed warm-up, and prints a table: events/s of each side (median of the rounds) and
-their ratio. Every table the run creates has a unique ``psb_<hex>_`` prefix and is
-dropped at the end, also on errors and Ctrl-C. ``--quick`` is a smoke run of a few
-seconds for all databases; its numbers mean little.
+Each database runs the selected workloads (see ``bench.workloads``) on every side (see
+``bench.sides``): the library; hand-written driver code (asyncpg, aiosqlite, aiomysql)
+that sends the library's own SQL; the minimal hand-written baseline; and the peer library
+eventsourcing (PostgreSQL and SQLite, when installed). Rounds alternate between the
+sides after an untimed warm-up, and each database prints a table: events/s of each side
+(median of the rounds) and the ratios library/minimal, library/same-SQL and
+eventsourcing/minimal. Every table the run creates has a unique ``psb_<hex>_`` prefix and
+is dropped at the end, also on errors and Ctrl-C. ``--quick`` is a smoke run of a few
+seconds per database; its numbers mean little.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from . import mysql, postgres, sqlite
-from .common import FULL, QUICK, Sizes, Target
+from .common import FULL, QUICK, Side, Sizes, Target
 from .latency import run_latency
 from .runner import DatabaseReport, format_machine, format_report, run_workloads
+from .sides import SIDE_SPECS, parse_sides
 from .workloads import REGISTRY, implemented, select, select_comparisons, select_latency
 
 __all__ = ["DATABASES", "main", "parse_args", "run"]
@@ -44,7 +49,7 @@ def parse_args(argv: Sequence[str] | None, prog: str = "python -m bench") -> arg
     """
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Compare pupsourcing_async's stores with hand-written driver code.",
+        description="Compare pupsourcing_async with hand-written driver code and eventsourcing.",
         epilog="workloads: " + "; ".join(f"{key} {spec.summary}" for key, spec in REGISTRY.items()),
     )
     parser.add_argument(
@@ -60,6 +65,11 @@ def parse_args(argv: Sequence[str] | None, prog: str = "python -m bench") -> arg
         "--only",
         default=",".join(implemented()),
         help=f"comma-separated workloads to run (default {','.join(implemented())})",
+    )
+    parser.add_argument(
+        "--sides",
+        default=",".join(SIDE_SPECS),
+        help=f"comma-separated sides to run (default {','.join(SIDE_SPECS)})",
     )
     parser.add_argument(
         "--expected",
@@ -90,19 +100,28 @@ def parse_args(argv: Sequence[str] | None, prog: str = "python -m bench") -> arg
         select(args.only, FULL)
     except ValueError as err:
         parser.error(f"--only: {err}")
+    try:
+        args.sides = parse_sides(args.sides)
+    except ValueError as err:
+        parser.error(f"--sides: {err}")
     args.databases = list(DATABASES) if args.db == "all" else [args.db]
     return args
 
 
 def open_database(
-    database: str, args: argparse.Namespace, sizes: Sizes, prefix: str
+    database: str,
+    args: argparse.Namespace,
+    sizes: Sizes,
+    prefix: str,
+    sides: Sequence[Side] | None = None,
 ) -> AbstractAsyncContextManager[Target]:
-    """Open ``database`` for a run, with tables named ``prefix...``."""
+    """Open ``database`` for a run with ``sides`` (default ``args.sides``), tables ``prefix...``."""
+    wanted = args.sides if sides is None else sides
     if database == "postgres":
-        return postgres.open_target(args.postgres_url, sizes, prefix)
+        return postgres.open_target(args.postgres_url, sizes, prefix, wanted)
     if database == "sqlite":
-        return sqlite.open_target(args.sqlite_path, sizes, prefix)
-    return mysql.open_target(args.mysql_url, sizes, prefix)
+        return sqlite.open_target(args.sqlite_path, sizes, prefix, wanted)
+    return mysql.open_target(args.mysql_url, sizes, prefix, wanted)
 
 
 async def run(
@@ -137,8 +156,10 @@ async def run(
                 report.latencies = await run_latency(
                     target, latency_workloads, sizes, args.rounds, prefix, progress=progress
                 )
+                # The comparisons measure the library against itself, on its side's tables.
                 tables = [
-                    await compare(target, sizes, args.rounds, progress) for compare in comparisons
+                    await compare(target, sizes, args.rounds, progress)
+                    for compare in (comparisons if "library" in target.sides else [])
                 ]
         except Exception as err:
             failed += 1

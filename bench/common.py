@@ -1,9 +1,11 @@
-"""What every database's benchmark shares: sizes, events, the two sides and the results.
+"""What every database's benchmark shares: sizes, events, the sides' protocol and results.
 
-Both sides of a comparison implement :class:`StoreSide`, so a workload is written once
-and runs unchanged on the library (:class:`LibrarySide`, the same code on every database)
-and on each database's hand-written raw driver code (``bench.postgres``, ``bench.sqlite``,
-``bench.mysql``).
+Every side of a comparison (see :mod:`bench.sides`) implements :class:`StoreSide`, so a
+workload is written once and runs unchanged on the library (:class:`LibrarySide`, the
+same code on every database), on each database's hand-written driver code (the same-SQL
+side in ``bench.postgres``, ``bench.sqlite``, ``bench.mysql``; the minimal baseline in
+``bench.minimal_postgres``, ``bench.minimal_sqlite``, ``bench.minimal_mysql``) and on the
+peer library (``bench.peer_eventsourcing``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from pupsourcing_async import Database, StoreConfig, es
 from pupsourcing_async.projection import ProcessorConfig, RunMode
@@ -24,14 +26,17 @@ __all__ = [
     "AGGREGATE_TYPE",
     "BOUNDED_CONTEXT",
     "EVENT_TYPE",
+    "FOLLOW_PAGE",
     "FULL",
     "METADATA",
     "PAYLOAD_SIZE",
     "QUICK",
     "RAW_POLL_INTERVAL",
-    "SIDES",
+    "SCHEMA_SIDES",
     "BenchProjection",
+    "FollowingSide",
     "LibrarySide",
+    "MinimalTables",
     "RawBatches",
     "RawConflictError",
     "ReadModel",
@@ -51,8 +56,10 @@ __all__ = [
     "side_configs",
 ]
 
-Side: TypeAlias = Literal["library", "raw"]
-SIDES: tuple[Side, Side] = ("library", "raw")
+#: A side's key in :data:`bench.sides.SIDE_SPECS` (``library``, ``raw``, ...).
+Side: TypeAlias = str
+#: The sides whose tables the library's own migration makes (:func:`side_configs`).
+SCHEMA_SIDES: tuple[Side, Side] = ("library", "raw")
 
 BOUNDED_CONTEXT = "Bench"
 AGGREGATE_TYPE = "Account"
@@ -67,7 +74,7 @@ class Sizes:
 
     Attributes:
         writers: Concurrent writers of the W1 multi-writer row; also the pool size (or
-            number of SQLite connections) of both sides on every database.
+            number of SQLite connections) of every side on every database.
         w1_events_one: Events the single W1 writer appends, one per transaction.
         w1_events_each: Events each of the ``writers`` W1 writers appends.
         w2_batches: The W2 batch sizes, one table row each.
@@ -126,7 +133,7 @@ QUICK = Sizes(
     w3_events=2000,
     w5_events=1000,
     w5_reads=1,
-    w4_events=400,
+    w4_events=200,
     w6_events=5,
     w6_rate=500.0,
     w6_warmup=False,
@@ -152,7 +159,7 @@ def payload(seq: int) -> bytes:
 
 
 def make_events(aggregate_id: str, count: int, first_seq: int = 0) -> list[es.Event]:
-    """``count`` events for one aggregate; both sides append these same objects."""
+    """``count`` events for one aggregate; every side appends these same objects."""
     return [
         es.Event(
             BOUNDED_CONTEXT,
@@ -178,14 +185,14 @@ def read_model_table(prefix: str, side: Side) -> str:
 
 
 def side_configs(prefix: str) -> dict[Side, StoreConfig]:
-    """The table names of each side, all starting with ``prefix``."""
+    """The library-schema tables of the library and same-SQL sides, named ``prefix...``."""
     return {
         side: StoreConfig(
             events_table=f"{prefix}{side[0]}_events",
             aggregate_heads_table=f"{prefix}{side[0]}_heads",
             checkpoints_table=f"{prefix}{side[0]}_checkpoints",
         )
-        for side in SIDES
+        for side in SCHEMA_SIDES
     }
 
 
@@ -202,21 +209,38 @@ async def cleanup(step: Awaitable[object], what: str) -> None:
 
 
 class RawConflictError(RuntimeError):
-    """The raw side's head was not at the version its writer expected."""
+    """A hand-written side's append conflicted: the head was not at the version its writer
+    expected (same-SQL), or the version or event id was taken (minimal)."""
+
+
+class MinimalTables:
+    """The minimal baseline's table names, all starting with ``prefix``.
+
+    Args:
+        prefix: The run's table prefix.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.events = f"{prefix}m_events"
+        self.checkpoints = f"{prefix}m_checkpoints"
+        self.read_model = f"{prefix}m_readmodel"
 
 
 #: Called with an event's aggregate id when a W6 consumer handles it.
 Seen: TypeAlias = Callable[[str], None]
 
-#: Seconds the raw W6 consumer sleeps when a read finds nothing (it never backs off).
+#: Seconds a hand-written W6 consumer sleeps when a read finds nothing (it never backs off).
 RAW_POLL_INTERVAL = 0.01
+#: Events one poll of the minimal W6 consumer reads.
+FOLLOW_PAGE = 100
 
 
 class ReadModel(Protocol):
     """W4's read model: one row per aggregate that counts its events.
 
-    The library's handler and the raw loop call the same :meth:`upsert`, with the same
-    SQL, so the handler's own work is identical on both sides.
+    The library's handler and the same-SQL loop call the same :meth:`upsert`, with the
+    same SQL (the minimal and eventsourcing sides run the same statement), so the
+    handler's own work is identical on every side.
     """
 
     async def upsert(self, tx: Any, aggregate_id: str, position: int) -> None:
@@ -224,33 +248,38 @@ class ReadModel(Protocol):
 
 
 # --------------------------------------------------------------------------------------
-# The two sides
+# The sides
 
 
 class StoreSide(Protocol):
-    """The operations a workload times; the library and every raw driver implement them.
+    """The operations a workload times; every side implements them (W1 to W5).
 
-    Every operation runs its own transactions, on its side's own tables and pool.
+    Every operation runs on its side's own tables and connections, with the side's own
+    transactions.
     """
 
     async def append_singles(self, events: Sequence[es.Event], exact: bool) -> None:
-        """Append ``events`` (one aggregate) one per transaction, in order.
+        """Append ``events`` (one aggregate) one at a time, each durable before the next.
 
         Args:
             events: The events, all of one aggregate that starts empty.
-            exact: Check ``Exact(version)`` rather than append with ``Any()``.
+            exact: Check ``Exact(version)`` rather than append with ``Any()`` (sides that
+                know the version another way may ignore it).
         """
 
-    async def append_batches(self, batches: Sequence[Sequence[es.Event]], exact: bool) -> None:
-        """Append each batch (all of one aggregate) in its own transaction, in order.
+    async def append_batches(
+        self, batches: Sequence[Sequence[es.Event]], exact: bool, version: int = 0
+    ) -> None:
+        """Append each batch (all of one aggregate) atomically, in order.
 
         Args:
-            batches: The batches, all of one aggregate that starts empty.
+            batches: The batches, all of one aggregate.
             exact: Check ``Exact(version)`` rather than append with ``Any()``.
+            version: The aggregate's version before the first batch (0: it is empty).
         """
 
     async def read_all(self, page: int) -> int:
-        """Read the whole log in position order, ``page`` events per transaction.
+        """Read the whole log in position order, ``page`` events per read.
 
         Returns:
             How many events were read.
@@ -259,7 +288,7 @@ class StoreSide(Protocol):
     async def read_stream(
         self, bounded_context: str, aggregate_type: str, aggregate_id: str
     ) -> int:
-        """Read one aggregate's events in version order, in one transaction.
+        """Read one aggregate's events in version order.
 
         Returns:
             How many events were read.
@@ -268,17 +297,22 @@ class StoreSide(Protocol):
     async def catch_up(self, projection_name: str, batch: int, upsert: bool) -> int:
         """Run projection ``projection_name`` over the whole log, from its checkpoint.
 
-        Each batch is one transaction: read the checkpoint, read up to ``batch`` events
-        after it, handle them, write the checkpoint. Returns once a read finds nothing.
+        Each side does what its kind of code does for a projection (see its module);
+        it returns once a read finds nothing.
 
         Args:
             projection_name: The checkpoint row (a new name starts from position 0).
             batch: Events per batch.
-            upsert: Handle each event with :meth:`ReadModel.upsert`; else do nothing.
+            upsert: Handle each event with a read-model upsert; else do nothing.
 
         Returns:
             How many events were handled.
         """
+
+
+@runtime_checkable
+class FollowingSide(StoreSide, Protocol):
+    """A side that also runs W6: a consumer that follows the log as it grows."""
 
     async def follow(self, projection_name: str, seen: Seen) -> None:
         """Consume the log as it grows, calling ``seen(aggregate_id)`` per event handled.
@@ -334,10 +368,11 @@ class LibrarySide:
                 result = await db.store.append(tx, expected_version(exact, version), [event])
             version = result.to_version
 
-    async def append_batches(self, batches: Sequence[Sequence[es.Event]], exact: bool) -> None:
+    async def append_batches(
+        self, batches: Sequence[Sequence[es.Event]], exact: bool, version: int = 0
+    ) -> None:
         """See :meth:`StoreSide.append_batches`."""
         db = self.db
-        version = 0
         for batch in batches:
             async with db.transaction() as tx:
                 result = await db.store.append(tx, expected_version(exact, version), batch)
@@ -368,23 +403,24 @@ class LibrarySide:
         return len(stream)
 
     async def catch_up(self, projection_name: str, batch: int, upsert: bool) -> int:
-        """See :meth:`StoreSide.catch_up`: a ``RunMode.ONE_OFF`` processor."""
+        """See :meth:`StoreSide.catch_up`: a ``RunMode.ONE_OFF`` processor, each batch one
+        transaction (checkpoint read, events read, handler, checkpoint write)."""
         projection = BenchProjection(projection_name, self.read_model if upsert else None)
         config = ProcessorConfig(batch_size=batch, run_mode=RunMode.ONE_OFF)
         await self.db.processor(config).run(projection)
         return projection.handled
 
     async def follow(self, projection_name: str, seen: Seen) -> None:
-        """See :meth:`StoreSide.follow`: a ``CONTINUOUS`` processor, default settings."""
+        """See :meth:`FollowingSide.follow`: a ``CONTINUOUS`` processor, default settings."""
         await self.db.processor(ProcessorConfig()).run(BenchProjection(projection_name, seen=seen))
 
 
 class RawBatches(Protocol):
-    """What a raw side provides so that :func:`raw_catch_up` and :func:`raw_follow` can
+    """What a same-SQL side provides so that :func:`raw_catch_up` and :func:`raw_follow` can
     run its projection batches."""
 
     def connection(self) -> AbstractAsyncContextManager[Any]:
-        """A connection of the raw side's own, held for a whole catch-up or follow."""
+        """A connection of the same-SQL side's own, held for a whole catch-up or follow."""
 
     async def projection_batch(
         self, conn: Any, name: str, batch: int, upsert: bool, seen: Seen | None
@@ -398,7 +434,7 @@ class RawBatches(Protocol):
 
 
 async def raw_catch_up(raw: RawBatches, name: str, batch: int, upsert: bool) -> int:
-    """:meth:`StoreSide.catch_up` for a raw side: batches until one reads nothing."""
+    """:meth:`StoreSide.catch_up` for a same-SQL side: batches until one reads nothing."""
     total = 0
     async with raw.connection() as conn:
         while count := await raw.projection_batch(conn, name, batch, upsert, None):
@@ -407,7 +443,7 @@ async def raw_catch_up(raw: RawBatches, name: str, batch: int, upsert: bool) -> 
 
 
 async def raw_follow(raw: RawBatches, name: str, seen: Seen) -> None:
-    """:meth:`StoreSide.follow` for a raw side: poll every :data:`RAW_POLL_INTERVAL`.
+    """:meth:`FollowingSide.follow` for a same-SQL side: poll every :data:`RAW_POLL_INTERVAL`.
 
     Batches of 100 events with a no-op handler; no back-off and no wake-ups.
     """
@@ -418,20 +454,25 @@ async def raw_follow(raw: RawBatches, name: str, seen: Seen) -> None:
 
 
 class Target(Protocol):
-    """One database, opened for a run: both sides on their own tables, and an admin link.
+    """One database, opened for a run: each side on its own tables, and an admin link.
 
     Attributes:
         name: The database's name for the report (``PostgreSQL``, ``SQLite``, ``MariaDB``).
         url: The database's URL, for ``pupsourcing_async.connect`` in another process.
         facts: Lines about the server and its settings, for the report.
-        sides: The library side and the raw side.
-        configs: Each side's tables.
+        notes: Lines about sides that could not be opened here, and why.
+        sides: The sides opened, by key, in registry order.
+        tables: Each side's tables, its events table first; sides that share their
+            tables (the library's, say) share the sequence's contents.
+        configs: The library-schema tables of the library and same-SQL sides.
     """
 
     name: str
     url: str
     facts: list[str]
+    notes: list[str]
     sides: Mapping[Side, StoreSide]
+    tables: Mapping[Side, Sequence[str]]
     configs: Mapping[Side, StoreConfig]
 
     async def reset(self, side: Side) -> None:
@@ -448,18 +489,19 @@ class WorkloadResult:
     Attributes:
         label: The workload's key and what it does.
         events_per_round: Events appended or read in one timed round.
-        rates: Events/s of every timed round, per side, in the order they ran.
+        rates: Events/s of every timed round, per side that ran it, in the order they ran.
     """
 
     label: str
     events_per_round: int = 0
-    rates: dict[Side, list[float]] = field(default_factory=lambda: {"library": [], "raw": []})
+    rates: dict[Side, list[float]] = field(default_factory=dict)
 
-    def median(self, side: Side) -> float:
-        """The median events/s of ``side``."""
-        return statistics.median(self.rates[side])
+    def median(self, side: Side) -> float | None:
+        """The median events/s of ``side``; ``None`` if it did not run this row."""
+        rates = self.rates.get(side)
+        return statistics.median(rates) if rates else None
 
-    @property
-    def ratio(self) -> float:
-        """Median library events/s divided by median raw events/s."""
-        return self.median("library") / self.median("raw")
+    def ratio(self, numerator: Side, denominator: Side) -> float | None:
+        """Median events/s of one side over another's; ``None`` unless both ran."""
+        top, bottom = self.median(numerator), self.median(denominator)
+        return None if top is None or bottom is None else top / bottom

@@ -1,7 +1,8 @@
 """W6: how long after an append commits a running consumer has handled the event.
 
-A round starts a consumer on the side's emptied tables (:meth:`StoreSide.follow`: the
-library's ``CONTINUOUS`` processor with default settings, or the raw side's polling loop),
+A round starts a consumer on the side's emptied tables (:meth:`FollowingSide.follow`: the
+library's ``CONTINUOUS`` processor with default settings, or the hand-written sides'
+polling loops),
 appends one event and waits until it is handled (so the consumer is up), then appends
 ``Sizes.w6_events`` single events, one per transaction, at ``Sizes.w6_rate`` per second.
 
@@ -13,14 +14,15 @@ often handles the event meanwhile). So the figure includes the append's own dura
 (one durable commit), also reported; it is an upper bound of commit-to-handled.
 
 The writer runs either in this process, through the side's own append path, or in a
-process of its own (:mod:`bench.writer`, always appending through the library, on either
-side's tables), which is what PostgreSQL's LISTEN/NOTIFY is for: within one process the
+process of its own (:mod:`bench.writer`: through the library on the library's and the
+same-SQL side's tables, through the minimal side's own code on its table), which is what
+PostgreSQL's LISTEN/NOTIFY is for: within one process the
 library's processor is woken by the commit itself. ``perf_counter`` reads
 ``CLOCK_MONOTONIC`` on Linux, one clock for every process, so the two processes' readings
 subtract.
 
-Sides alternate per round, as elsewhere. The table shows percentiles over the events of
-all timed rounds of a side.
+Every side that runs W6 (:mod:`bench.sides`) alternates per round, as elsewhere. The
+table shows percentiles over the events of all timed rounds of a side.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeAlias
 
-from .common import RAW_POLL_INTERVAL, SIDES, Side, Sizes, Target, make_events
+from .common import RAW_POLL_INTERVAL, FollowingSide, Side, Sizes, Target, make_events
+from .sides import SIDE_SPECS, runs
 from .workloads import LatencyWorkload
 
 __all__ = ["LatencyResult", "WriterProcess", "format_latency", "run_latency"]
@@ -66,11 +69,9 @@ class LatencyResult:
 
     label: str
     events_per_round: int = 0
-    samples: dict[Side, list[float]] = field(default_factory=lambda: {"library": [], "raw": []})
-    appends: dict[Side, list[float]] = field(default_factory=lambda: {"library": [], "raw": []})
-    round_medians: dict[Side, list[float]] = field(
-        default_factory=lambda: {"library": [], "raw": []}
-    )
+    samples: dict[Side, list[float]] = field(default_factory=dict)
+    appends: dict[Side, list[float]] = field(default_factory=dict)
+    round_medians: dict[Side, list[float]] = field(default_factory=dict)
 
     def percentile(self, side: Side, percent: int) -> float:
         """The ``percent``-th percentile of ``side``'s latencies, in seconds."""
@@ -92,14 +93,18 @@ class WriterProcess:
 
     @classmethod
     @asynccontextmanager
-    async def start(cls, url: str, prefix: str) -> AsyncIterator[WriterProcess]:
-        """Start the writer on ``url`` and ``prefix``'s tables; stop it when the block ends."""
+    async def start(
+        cls, url: str, prefix: str, sides: Sequence[Side]
+    ) -> AsyncIterator[WriterProcess]:
+        """Start the writer on ``url`` for ``sides`` on ``prefix``'s tables; stop it when the
+        block ends."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "bench.writer",
             url,
             prefix,
+            ",".join(sides),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             cwd=_ROOT,
@@ -148,6 +153,13 @@ class WriterProcess:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def _follower(target: Target, side: Side) -> FollowingSide:
+    found = target.sides[side]
+    if not isinstance(found, FollowingSide):
+        raise RuntimeError(f"the {side} side runs W6 but has no follow()")
+    return found
 
 
 async def _append_here(target: Target, side: Side, tag: str, count: int, rate: float) -> Appends:
@@ -200,7 +212,7 @@ async def _round(
     gc.collect()
     handled = _Handled()
     async with asyncio.TaskGroup() as group:
-        consumer = group.create_task(target.sides[side].follow(f"w6_{tag}", handled))
+        consumer = group.create_task(_follower(target, side).follow(f"w6_{tag}", handled))
         try:
             await target.sides[side].append_singles(make_events(f"w6-{tag}-up", 1), exact=False)
             await handled.wait_for([f"w6-{tag}-up"])
@@ -224,7 +236,7 @@ async def run_latency(
     *,
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[LatencyResult]:
-    """Warm up and time every latency row on ``target``, both sides alternating.
+    """Warm up and time every latency row on ``target``, its W6 sides alternating.
 
     Args:
         target: The opened database.
@@ -235,61 +247,61 @@ async def run_latency(
         progress: Called with a line of text as each row starts.
     """
     results: list[LatencyResult] = []
+    sides = [side for side in target.sides if runs(side, "W6")]
+    if not sides:
+        return results
     for row, workload in enumerate(workloads):
         progress(f"{target.name}: {workload.label} ...")
-        async with _writer(target, prefix, workload.cross_process) as writer:
+        async with _writer(target, prefix, workload.cross_process, sides) as writer:
             # Checkpoint names (and aggregate ids) are new in every round of every row.
             warm = sizes.warmup()
-            for side in SIDES if sizes.w6_warmup else ():
+            for side in sides if sizes.w6_warmup else ():
                 await _round(target, side, f"{row}w", warm.w6_events, warm.w6_rate, writer)
             result = LatencyResult(workload.label, sizes.w6_events)
             for number in range(rounds):
-                for side in SIDES:
+                for side in sides:
                     samples, appends = await _round(
                         target, side, f"{row}r{number}", sizes.w6_events, sizes.w6_rate, writer
                     )
-                    result.samples[side].extend(samples)
-                    result.appends[side].extend(appends)
-                    result.round_medians[side].append(statistics.median(samples))
+                    result.samples.setdefault(side, []).extend(samples)
+                    result.appends.setdefault(side, []).extend(appends)
+                    result.round_medians.setdefault(side, []).append(statistics.median(samples))
         results.append(result)
     return results
 
 
 @asynccontextmanager
-async def _writer(target: Target, prefix: str, wanted: bool) -> AsyncIterator[WriterProcess | None]:
+async def _writer(
+    target: Target, prefix: str, wanted: bool, sides: Sequence[Side]
+) -> AsyncIterator[WriterProcess | None]:
     if not wanted:
         yield None
         return
-    async with WriterProcess.start(target.url, prefix) as writer:
+    async with WriterProcess.start(target.url, prefix, sides) as writer:
         yield writer
 
 
 def format_latency(results: Sequence[LatencyResult], sizes: Sizes) -> list[str]:
     """The latency table's lines (milliseconds), with each round's medians below it."""
+    ran = {side for r in results for side in r.samples}
+    sides = [side for side in SIDE_SPECS if side in ran]
     header = (
         "workload",
         "events/round",
-        "library p50",
-        "p99",
-        "(append)",
-        "raw p50",
-        "p99",
-        "(append)",
+        *(cell for side in sides for cell in (f"{SIDE_SPECS[side].column} p50", "p99", "(append)")),
     )
-    rows = [
-        (
-            r.label,
-            f"{r.events_per_round:,}",
-            *(
-                cell
-                for side in SIDES
-                for cell in (
-                    f"{r.percentile(side, 50) * 1000:.1f} ms",
-                    f"{r.percentile(side, 99) * 1000:.1f} ms",
-                    f"{statistics.median(r.appends[side]) * 1000:.1f} ms",
-                )
-            ),
+
+    def cells(r: LatencyResult, side: Side) -> tuple[str, str, str]:
+        if side not in r.samples:
+            return ("-", "-", "-")
+        return (
+            f"{r.percentile(side, 50) * 1000:.1f} ms",
+            f"{r.percentile(side, 99) * 1000:.1f} ms",
+            f"{statistics.median(r.appends[side]) * 1000:.1f} ms",
         )
+
+    rows = [
+        (r.label, f"{r.events_per_round:,}", *(c for side in sides for c in cells(r, side)))
         for r in results
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -302,8 +314,8 @@ def format_latency(results: Sequence[LatencyResult], sizes: Sizes) -> list[str]:
     lines = [
         f"W6: single-event appends at {sizes.w6_rate:g}/s; latency = handler called - append "
         "began (so it includes the append itself: its median is in brackets);",
-        "library: CONTINUOUS processor, default ProcessorConfig; raw: a polling loop that "
-        f"sleeps {RAW_POLL_INTERVAL * 1000:g} ms when a read finds nothing",
+        "library: CONTINUOUS processor, default ProcessorConfig; same-SQL and minimal: a "
+        f"polling loop that sleeps {RAW_POLL_INTERVAL * 1000:g} ms when a read finds nothing",
         line(header),
         "  ".join("-" * width for width in widths),
         *(line(row) for row in rows),
@@ -312,7 +324,7 @@ def format_latency(results: Sequence[LatencyResult], sizes: Sizes) -> list[str]:
     ]
     for r in results:
         lines.append(f"  {r.label}")
-        for side in SIDES:
-            medians = " ".join(f"{m * 1000:.1f}" for m in r.round_medians[side])
-            lines.append(f"    {side:<7}  {medians}")
+        for side, medians in r.round_medians.items():
+            numbers = " ".join(f"{m * 1000:.1f}" for m in medians)
+            lines.append(f"    {SIDE_SPECS[side].column:<13}  {numbers}")
     return lines

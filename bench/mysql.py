@@ -1,6 +1,11 @@
-"""MySQL/MariaDB: the library's store against hand-written aiomysql doing the same SQL work.
+"""MySQL/MariaDB: the target that opens every side, and the same-SQL side (``raw``).
 
-The raw side is what a careful hand-written aiomysql event store sends:
+:func:`open_target` opens the library, this module's same-SQL side and the minimal
+baseline (:mod:`bench.minimal_mysql`), each on its own tables. eventsourcing has no MySQL
+recorder, so the target notes that it does not run here.
+
+The same-SQL side is hand-written aiomysql that sends the library's own SQL work, so it
+shows what the library costs over its SQL:
 
 - appends, per transaction on a pooled connection: upsert the aggregate's head row
   (``INSERT ... ON DUPLICATE KEY UPDATE aggregate_version =
@@ -14,33 +19,37 @@ The raw side is what a careful hand-written aiomysql event store sends:
   checkpoint, the next page, per event the read-model upsert (W4's upsert handler, a
   cursor each, as the library's handler does), the checkpoint upsert, ``COMMIT``.
 
-The raw side does not register appends in the in-flight table: that registration is
-what the library adds for gap-safe reading, and part of what this benchmark measures.
+The same-SQL side does not register appends in the in-flight table: that registration
+is what the library adds for gap-safe reading, and part of what this benchmark measures.
+The library's migration gives the events table a trigger that registers every insert of
+a session that has not registered itself; the same-SQL side's sessions mark themselves
+registered (``SAME_SQL_SESSION``), so the trigger only checks the mark.
 
-Both sides have aiomysql pools of the same size, ``autocommit=False``, ``utf8mb4``, and
-the library's session settings (``SESSION_SETUP``: READ COMMITTED, time zone UTC); each
-side has its own tables, made by the library's migration. Resets ``TRUNCATE`` the side's
+Every side has a pool of ``Sizes.writers`` connections with ``utf8mb4`` and the
+library's session settings (``SESSION_SETUP``: READ COMMITTED, time zone UTC; see
+:mod:`bench.mysql_driver`), ``autocommit=False`` here; the library's and the same-SQL
+side's tables are made by the library's migration. Resets ``TRUNCATE`` the side's
 tables, which also restarts positions.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
 import aiomysql
 
 import pupsourcing_async
 from pupsourcing_async import StoreConfig, es
 from pupsourcing_async.adapters.mysql import SESSION_SETUP
+from pupsourcing_async.adapters.mysql.sql import REGISTERED
 from pupsourcing_async.migrations import in_flight_table
 
+from . import minimal_mysql, peer_eventsourcing
 from .common import (
-    SIDES,
-    LibrarySide,
+    MinimalTables,
     RawConflictError,
     Seen,
     Side,
@@ -52,10 +61,17 @@ from .common import (
     read_model_table,
     side_configs,
 )
+from .minimal_mysql import schema as minimal_schema
+from .mysql_driver import Connection, Cursor, Pool, close_pool, connect_options, create_pool
+from .sides import SIDE_SPECS, library_sides
 
 __all__ = ["DEFAULT_URL", "MysqlReadModel", "MysqlTarget", "RawMysql", "open_target"]
 
 DEFAULT_URL = "mysql://root@127.0.0.1:3306/test"
+
+#: The same-SQL side's session setup: the library's, and the mark that tells the events
+#: table's registration trigger this session needs no registration.
+SAME_SQL_SESSION = f"{SESSION_SETUP}; SET {REGISTERED} = 1"
 
 COLUMNS = (
     "bounded_context, aggregate_type, aggregate_id, aggregate_version, event_id, "
@@ -64,48 +80,8 @@ COLUMNS = (
 )
 
 
-class Cursor(Protocol):
-    """The part of ``aiomysql.Cursor`` used here."""
-
-    @property
-    def lastrowid(self) -> int:
-        """The insert id of the last statement (``LAST_INSERT_ID(expr)`` sets it too)."""
-
-    async def execute(self, query: str, args: Sequence[object] | None = None) -> int:
-        """Run one statement; return the affected row count."""
-
-    async def executemany(self, query: str, args: Sequence[Sequence[object]]) -> int | None:
-        """Run an ``INSERT ... VALUES`` for many rows, as multi-row statements."""
-
-    async def fetchall(self) -> Sequence[tuple[Any, ...]]:
-        """The rows of the last statement."""
-
-
-class Connection(Protocol):
-    """The part of ``aiomysql.Connection`` used here."""
-
-    def cursor(self) -> AbstractAsyncContextManager[Cursor]:
-        """A new cursor, closed when the block ends."""
-
-    async def commit(self) -> None:
-        """COMMIT."""
-
-    async def rollback(self) -> None:
-        """ROLLBACK."""
-
-    def close(self) -> None:
-        """Close the socket at once (the server rolls back what is open)."""
-
-
-class Pool(Protocol):
-    """The part of ``aiomysql.Pool`` used here."""
-
-    def acquire(self) -> AbstractAsyncContextManager[Connection]:
-        """A pooled connection until the block ends."""
-
-
 class RawSQL:
-    """The raw side's statements, for one set of tables.
+    """The same-SQL side's statements, for one set of tables.
 
     Args:
         config: The tables (same schema as the library's, created by its migration).
@@ -195,12 +171,12 @@ async def upsert_head(cursor: Cursor, sql: RawSQL, event: es.Event, count: int) 
 
 
 class RawMysql:
-    """The raw side: hand-written aiomysql on its own pool and tables.
+    """The same-SQL side: hand-written aiomysql on its own pool and tables.
 
     Args:
-        pool: The raw side's pool, the same size and session settings as the library's.
-        sql: The statements, on the raw side's tables.
-        read_model: The raw side's read model.
+        pool: The same-SQL side's pool, the same size and session settings as the library's.
+        sql: The statements, on the same-SQL side's tables.
+        read_model: The same-SQL side's read model.
     """
 
     def __init__(self, pool: Pool, sql: RawSQL, read_model: MysqlReadModel) -> None:
@@ -230,10 +206,11 @@ class RawMysql:
                     raise
             version = new_version
 
-    async def append_batches(self, batches: Sequence[Sequence[es.Event]], exact: bool) -> None:
+    async def append_batches(
+        self, batches: Sequence[Sequence[es.Event]], exact: bool, version: int = 0
+    ) -> None:
         """Per batch: head upsert, ``executemany`` (one multi-row INSERT), ``COMMIT``."""
         sql = self.sql
-        version = 0
         for batch in batches:
             count = len(batch)
             async with self.pool.acquire() as conn:
@@ -326,7 +303,7 @@ class RawMysql:
         return await raw_catch_up(self, projection_name, batch, upsert)
 
     async def follow(self, projection_name: str, seen: Seen) -> None:
-        """See :meth:`bench.common.StoreSide.follow`."""
+        """See :meth:`bench.common.FollowingSide.follow`."""
         await raw_follow(self, projection_name, seen)
 
 
@@ -337,9 +314,11 @@ class MysqlTarget:
         name: ``MariaDB`` or ``MySQL``.
         url: The database's URL.
         facts: The server's version and settings.
-        sides: Both sides.
+        notes: Why sides are missing.
+        sides: The sides opened.
+        tables: Each side's tables, its events table first.
         admin: A separate autocommit connection for resets and counts.
-        configs: Each side's tables.
+        configs: The library-schema tables of the library and same-SQL sides.
     """
 
     def __init__(
@@ -347,48 +326,33 @@ class MysqlTarget:
         name: str,
         url: str,
         facts: list[str],
+        notes: list[str],
         sides: Mapping[Side, StoreSide],
+        tables: Mapping[Side, Sequence[str]],
         admin: Connection,
         configs: Mapping[Side, StoreConfig],
     ) -> None:
         self.name = name
         self.url = url
         self.facts = facts
+        self.notes = notes
         self.sides = sides
+        self.tables = tables
         self.configs = configs
         self._admin = admin
 
     async def reset(self, side: Side) -> None:
-        """``TRUNCATE`` ``side``'s tables (the library's in-flight table too)."""
-        config = self.configs[side]
-        tables = [config.events_table, config.aggregate_heads_table]
-        if side == "library":
-            tables.append(in_flight_table(config))
+        """``TRUNCATE`` ``side``'s tables, which restarts positions."""
         async with self._admin.cursor() as cursor:
-            for table in tables:
+            for table in self.tables[side]:
                 await cursor.execute(f"TRUNCATE TABLE {table}")
 
     async def count(self, side: Side) -> int:
         """How many events ``side``'s table holds."""
         async with self._admin.cursor() as cursor:
-            await cursor.execute(f"SELECT COUNT(*) FROM {self.configs[side].events_table}")
+            await cursor.execute(f"SELECT COUNT(*) FROM {self.tables[side][0]}")
             rows = await cursor.fetchall()
         return int(rows[0][0])
-
-
-def connect_options(url: str) -> dict[str, Any]:
-    """aiomysql's connection arguments for ``mysql://user:password@host:port/db``."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mysql", "mysql+aiomysql", "mariadb", "mariadb+aiomysql"):
-        raise ValueError(f"not a MySQL URL: {parts.scheme}://...")
-    return {
-        "host": parts.hostname or "localhost",
-        "port": parts.port or 3306,
-        "user": unquote(parts.username or "root"),
-        "password": unquote(parts.password or ""),
-        "db": parts.path.lstrip("/") or None,
-        "charset": "utf8mb4",
-    }
 
 
 async def _admin_connection(url: str) -> Any:
@@ -420,7 +384,7 @@ async def server_facts(admin: Connection) -> tuple[str, list[str]]:
     name = "MariaDB" if "mariadb" in version.lower() else "MySQL"
     return name, [
         f"server: {name} {version} ({settings}), on this machine",
-        f"both pools' sessions: {SESSION_SETUP}",
+        f"every pool's sessions: {SESSION_SETUP} (same-SQL: also SET {REGISTERED} = 1)",
     ]
 
 
@@ -448,54 +412,83 @@ async def drop_tables(url: str, prefix: str) -> list[str]:
 
 
 @asynccontextmanager
-async def open_target(url: str, sizes: Sizes, prefix: str) -> AsyncIterator[MysqlTarget]:
-    """Migrate both sides' tables (named ``prefix...``), open both pools, yield the target.
+async def open_target(
+    url: str, sizes: Sizes, prefix: str, sides: Collection[Side] | None = None
+) -> AsyncIterator[MysqlTarget]:
+    """Make the sides' tables (named ``prefix...``), open their pools, yield the target.
+
+    Args:
+        url: The database.
+        sizes: ``writers`` is every side's pool size.
+        prefix: The start of every table name the run makes.
+        sides: The sides to open (default: all of :data:`bench.sides.SIDE_SPECS`).
 
     Every table starting with ``prefix`` is dropped on the way out, also on errors and
     cancellation (Ctrl-C).
     """
+    wanted = list(SIDE_SPECS) if sides is None else list(sides)
     configs = side_configs(prefix)
+    size = sizes.writers
     admin = await _admin_connection(url)  # nothing to drop if this fails
     try:
-        pool: Any = None
         try:
             name, facts = await server_facts(admin)
-            async with pupsourcing_async.connect(
-                url, store_config=configs["raw"], max_size=1
-            ) as migrator:
-                await migrator.migrate()
-            async with pupsourcing_async.connect(
-                url,
-                store_config=configs["library"],
-                min_size=sizes.writers,
-                max_size=sizes.writers,
-            ) as db:
-                await db.migrate()
-                # The same options as the library's pool (see MysqlBackend.connect).
-                pool = await aiomysql.create_pool(
-                    minsize=sizes.writers,
-                    maxsize=sizes.writers,
-                    connect_timeout=10.0,
-                    autocommit=False,
-                    init_command=SESSION_SETUP,
-                    **connect_options(url),
-                )
-                models = {side: MysqlReadModel(read_model_table(prefix, side)) for side in SIDES}
-                async with admin.cursor() as cursor:
-                    for model in models.values():
-                        await cursor.execute(model.create)
-                sides: dict[Side, StoreSide] = {
-                    "library": LibrarySide(db, models["library"]),
-                    "raw": RawMysql(pool, RawSQL(configs["raw"]), models["raw"]),
-                }
-                yield MysqlTarget(name, url, facts, sides, admin, configs)
+            opened: dict[Side, StoreSide] = {}
+            tables: dict[Side, list[str]] = {}
+            notes: list[str] = []
+            async with AsyncExitStack() as stack:
+                library = configs["library"]
+                if any(SIDE_SPECS[side].on_library is not None for side in wanted):
+                    db = await stack.enter_async_context(
+                        pupsourcing_async.connect(
+                            url, store_config=library, min_size=size, max_size=size
+                        )
+                    )
+                    await db.migrate()
+                    model = MysqlReadModel(read_model_table(prefix, "library"))
+                    await _execute(admin, model.create)
+                    for side_name, side in library_sides(db, model, wanted).items():
+                        opened[side_name] = side
+                        tables[side_name] = [
+                            library.events_table,
+                            library.aggregate_heads_table,
+                            in_flight_table(library),
+                        ]
+                if "raw" in wanted:
+                    raw = configs["raw"]
+                    async with pupsourcing_async.connect(
+                        url, store_config=raw, max_size=1
+                    ) as migrator:
+                        await migrator.migrate()
+                    pool = await create_pool(
+                        url, size, autocommit=False, init_command=SAME_SQL_SESSION
+                    )
+                    stack.push_async_callback(close_pool, pool)
+                    model = MysqlReadModel(read_model_table(prefix, "raw"))
+                    await _execute(admin, model.create)
+                    opened["raw"] = RawMysql(pool, RawSQL(raw), model)
+                    tables["raw"] = [raw.events_table, raw.aggregate_heads_table]
+                if "minimal" in wanted:
+                    minimal = MinimalTables(prefix)
+                    for statement in minimal_schema(minimal):
+                        await _execute(admin, statement)
+                    opened["minimal"] = await stack.enter_async_context(
+                        minimal_mysql.connect(url, minimal, size)
+                    )
+                    tables["minimal"] = [minimal.events]
+                if "eventsourcing" in wanted:
+                    notes.append(str(peer_eventsourcing.unavailable("mysql")))
+                ordered = {side: opened[side] for side in SIDE_SPECS if side in opened}
+                yield MysqlTarget(name, url, facts, notes, ordered, tables, admin, configs)
         finally:
-            if pool is not None:
-                pool.close()
-                await pool.wait_closed()
             admin.close()
     finally:
         await cleanup(drop_tables(url, prefix), f"MySQL tables {prefix}*")
+
+
+async def _execute(connection: Connection, statement: str) -> None:
+    async with connection.cursor() as cursor:
+        await cursor.execute(statement)
 
 
 async def fill_log(url: str, config: StoreConfig, events: int, aggregates: int) -> None:

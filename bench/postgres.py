@@ -1,6 +1,11 @@
-"""PostgreSQL: the library's store against hand-written asyncpg doing the same SQL work.
+"""PostgreSQL: the target that opens every side, and the same-SQL side (``raw``).
 
-The raw side is what a careful hand-written asyncpg event store sends:
+:func:`open_target` opens the library, this module's same-SQL side, the minimal baseline
+(:mod:`bench.minimal_postgres`) and eventsourcing (:mod:`bench.peer_eventsourcing`, in a
+schema of its own, when installed), each on its own tables.
+
+The same-SQL side is hand-written asyncpg that sends the library's own SQL work, so it
+shows what the library costs over its SQL:
 
 - appends, per transaction on a pooled connection: upsert the aggregate's head row
   (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING aggregate_version``), then ``INSERT``
@@ -13,9 +18,10 @@ The raw side is what a careful hand-written asyncpg event store sends:
   the checkpoint, ``fetch`` the next page as above, per event the read-model upsert (W4's
   upsert handler), then the checkpoint upsert.
 
-Both sides have asyncpg pools of the same size, and tables made by the library's own
-migration. Resets ``TRUNCATE ... RESTART IDENTITY`` the side's tables and run
-``CHECKPOINT`` (when the role may), so every append round starts from the same state.
+Every side has a pool of ``Sizes.writers`` connections; the library's and the same-SQL
+side's tables are made by the library's own migration. Resets ``TRUNCATE ... RESTART
+IDENTITY`` the side's tables and run ``CHECKPOINT`` (when the role may), so every append
+round starts from the same state.
 
 The appends run on tables that start empty, so the server plans (and caches) each
 prepared statement while its tables are small, as in a new deployment or a test suite.
@@ -23,8 +29,8 @@ prepared statement while its tables are small, as in a new deployment or a test 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -33,9 +39,9 @@ from asyncpg.pool import PoolConnectionProxy
 import pupsourcing_async
 from pupsourcing_async import StoreConfig, es
 
+from . import minimal_postgres, peer_eventsourcing
 from .common import (
-    SIDES,
-    LibrarySide,
+    MinimalTables,
     RawConflictError,
     Seen,
     Side,
@@ -47,6 +53,8 @@ from .common import (
     read_model_table,
     side_configs,
 )
+from .minimal_postgres import schema as minimal_schema
+from .sides import SIDE_SPECS, library_sides
 
 __all__ = ["DEFAULT_URL", "PgReadModel", "PostgresTarget", "RawPostgres", "open_target"]
 
@@ -64,7 +72,7 @@ COLUMNS = (
 
 
 class RawSQL:
-    """The raw side's statements, for one set of tables.
+    """The same-SQL side's statements, for one set of tables.
 
     Args:
         config: The tables (same schema as the library's, created by its migration).
@@ -149,12 +157,12 @@ def raw_row(event: es.Event, version: int) -> tuple[object, ...]:
 
 
 class RawPostgres:
-    """The raw side: hand-written asyncpg on its own pool and tables.
+    """The same-SQL side: hand-written asyncpg on its own pool and tables.
 
     Args:
-        pool: The raw side's pool, the same size as the library's.
-        sql: The statements, on the raw side's tables.
-        read_model: The raw side's read model.
+        pool: The same-SQL side's pool, the same size as the library's.
+        sql: The statements, on the same-SQL side's tables.
+        read_model: The same-SQL side's read model.
     """
 
     def __init__(self, pool: Pool, sql: RawSQL, read_model: PgReadModel) -> None:
@@ -181,10 +189,11 @@ class RawPostgres:
                 await conn.fetchval(sql.insert_event_returning, *raw_row(event, new_version))
             version = new_version
 
-    async def append_batches(self, batches: Sequence[Sequence[es.Event]], exact: bool) -> None:
+    async def append_batches(
+        self, batches: Sequence[Sequence[es.Event]], exact: bool, version: int = 0
+    ) -> None:
         """Per batch, in a transaction: head upsert, then ``executemany`` of the rows."""
         sql = self.sql
-        version = 0
         for batch in batches:
             first = batch[0]
             count = len(batch)
@@ -256,7 +265,7 @@ class RawPostgres:
         return await raw_catch_up(self, projection_name, batch, upsert)
 
     async def follow(self, projection_name: str, seen: Seen) -> None:
-        """See :meth:`bench.common.StoreSide.follow`."""
+        """See :meth:`bench.common.FollowingSide.follow`."""
         await raw_follow(self, projection_name, seen)
 
 
@@ -266,9 +275,11 @@ class PostgresTarget:
     Args:
         url: The database's URL.
         facts: The server's version and settings.
-        sides: Both sides.
+        notes: Why sides are missing, if any are.
+        sides: The sides opened.
+        tables: Each side's tables, its events table first.
         admin: A separate connection for resets and counts.
-        configs: Each side's tables.
+        configs: The library-schema tables of the library and same-SQL sides.
     """
 
     name = "PostgreSQL"
@@ -277,21 +288,24 @@ class PostgresTarget:
         self,
         url: str,
         facts: list[str],
+        notes: list[str],
         sides: Mapping[Side, StoreSide],
+        tables: Mapping[Side, Sequence[str]],
         admin: Conn,
         configs: Mapping[Side, StoreConfig],
     ) -> None:
         self.url = url
         self.facts = facts
+        self.notes = notes
         self.sides = sides
+        self.tables = tables
         self.configs = configs
         self._admin = admin
         self._checkpoint = True
 
     async def reset(self, side: Side) -> None:
         """Empty ``side``'s tables and flush dirty pages, so that each round starts alike."""
-        events, heads = self.configs[side].events_table, self.configs[side].aggregate_heads_table
-        await self._admin.execute(f"TRUNCATE {events}, {heads} RESTART IDENTITY")
+        await self._admin.execute(f"TRUNCATE {', '.join(self.tables[side])} RESTART IDENTITY")
         if self._checkpoint:
             try:
                 await self._admin.execute("CHECKPOINT")
@@ -300,9 +314,7 @@ class PostgresTarget:
 
     async def count(self, side: Side) -> int:
         """How many events ``side``'s table holds."""
-        value: int = await self._admin.fetchval(
-            f"SELECT count(*) FROM {self.configs[side].events_table}"
-        )
+        value: int = await self._admin.fetchval(f"SELECT count(*) FROM {self.tables[side][0]}")
         return value
 
 
@@ -321,12 +333,20 @@ async def server_facts(admin: Conn) -> list[str]:
 
 
 async def drop_tables(url: str, prefix: str) -> list[str]:
-    """Drop every table of the current schema whose name starts with ``prefix``.
+    """Drop every table of the current schema, and every schema, named ``prefix...``.
 
     Uses a connection of its own, so that it works whatever state the run left.
     """
     admin: Conn = await asyncpg.connect(raw_dsn(url), timeout=10)
     try:
+        schemas: list[str] = [
+            row[0]
+            for row in await admin.fetch(
+                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", prefix
+            )
+        ]
+        for name in schemas:
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         names: list[str] = [
             row[0]
             for row in await admin.fetch(
@@ -337,48 +357,85 @@ async def drop_tables(url: str, prefix: str) -> list[str]:
         ]
         for name in names:
             await admin.execute(f'DROP TABLE IF EXISTS "{name}" CASCADE')
-        return names
+        return schemas + names
     finally:
         await admin.close()
 
 
 @asynccontextmanager
-async def open_target(url: str, sizes: Sizes, prefix: str) -> AsyncIterator[PostgresTarget]:
-    """Migrate both sides' tables (named ``prefix...``), open both pools, yield the target.
+async def open_target(
+    url: str, sizes: Sizes, prefix: str, sides: Collection[Side] | None = None
+) -> AsyncIterator[PostgresTarget]:
+    """Make the sides' tables (named ``prefix...``), open their pools, yield the target.
 
-    Every table starting with ``prefix`` is dropped on the way out, also on errors and
-    cancellation (Ctrl-C).
+    Args:
+        url: The database.
+        sizes: ``writers`` is every side's pool size.
+        prefix: The start of every table (and schema) name the run makes.
+        sides: The sides to open (default: all of :data:`bench.sides.SIDE_SPECS`).
+
+    Every table and schema starting with ``prefix`` is dropped on the way out, also on
+    errors and cancellation (Ctrl-C).
     """
+    wanted = list(SIDE_SPECS) if sides is None else list(sides)
     configs = side_configs(prefix)
+    size = sizes.writers
     admin: Conn = await asyncpg.connect(raw_dsn(url))  # nothing to drop if this fails
     try:
         try:
             facts = await server_facts(admin)
-            # The raw side's tables come from the library's own migration: the same schema.
-            async with pupsourcing_async.connect(
-                url, store_config=configs["raw"], max_size=1
-            ) as migrator:
-                await migrator.migrate()
-            async with (
-                pupsourcing_async.connect(
-                    url,
-                    store_config=configs["library"],
-                    min_size=sizes.writers,
-                    max_size=sizes.writers,
-                ) as db,
-                asyncpg.create_pool(
-                    raw_dsn(url), min_size=sizes.writers, max_size=sizes.writers
-                ) as pool,
-            ):
-                await db.migrate()
-                models = {side: PgReadModel(read_model_table(prefix, side)) for side in SIDES}
-                for model in models.values():
+            opened: dict[Side, StoreSide] = {}
+            tables: dict[Side, list[str]] = {}
+            notes: list[str] = []
+            async with AsyncExitStack() as stack:
+                library = configs["library"]
+                if any(SIDE_SPECS[name].on_library is not None for name in wanted):
+                    db = await stack.enter_async_context(
+                        pupsourcing_async.connect(
+                            url, store_config=library, min_size=size, max_size=size
+                        )
+                    )
+                    await db.migrate()
+                    model = PgReadModel(read_model_table(prefix, "library"))
                     await admin.execute(model.create)
-                sides: dict[Side, StoreSide] = {
-                    "library": LibrarySide(db, models["library"]),
-                    "raw": RawPostgres(pool, RawSQL(configs["raw"]), models["raw"]),
-                }
-                yield PostgresTarget(url, facts, sides, admin, configs)
+                    for name, side in library_sides(db, model, wanted).items():
+                        opened[name] = side
+                        tables[name] = [library.events_table, library.aggregate_heads_table]
+                if "raw" in wanted:
+                    # The same-SQL side's tables come from the library's own migration.
+                    raw = configs["raw"]
+                    async with pupsourcing_async.connect(
+                        url, store_config=raw, max_size=1
+                    ) as migrator:
+                        await migrator.migrate()
+                    pool = await stack.enter_async_context(
+                        asyncpg.create_pool(raw_dsn(url), min_size=size, max_size=size)
+                    )
+                    model = PgReadModel(read_model_table(prefix, "raw"))
+                    await admin.execute(model.create)
+                    opened["raw"] = RawPostgres(pool, RawSQL(raw), model)
+                    tables["raw"] = [raw.events_table, raw.aggregate_heads_table]
+                if "minimal" in wanted:
+                    minimal = MinimalTables(prefix)
+                    for statement in minimal_schema(minimal):
+                        await admin.execute(statement)
+                    opened["minimal"] = await stack.enter_async_context(
+                        minimal_postgres.connect(raw_dsn(url), minimal, size)
+                    )
+                    tables["minimal"] = [minimal.events]
+                if "eventsourcing" in wanted:
+                    reason = peer_eventsourcing.unavailable("postgres")
+                    if reason is not None:
+                        notes.append(reason)
+                    else:
+                        schema = peer_eventsourcing.postgres_schema(prefix)
+                        await admin.execute(f'CREATE SCHEMA "{schema}"')
+                        opened["eventsourcing"] = await stack.enter_async_context(
+                            peer_eventsourcing.open_postgres(url, prefix, size)
+                        )
+                        tables["eventsourcing"] = [f"{schema}.{peer_eventsourcing.EVENTS_TABLE}"]
+                ordered = {name: opened[name] for name in SIDE_SPECS if name in opened}
+                yield PostgresTarget(url, facts, notes, ordered, tables, admin, configs)
         finally:
             await admin.close()
     finally:

@@ -48,7 +48,7 @@ from pupsourcing_async import StoreConfig, es
 from pupsourcing_async.projection import ProcessorConfig, RunMode
 
 from . import mysql, postgres, sqlite
-from .common import FULL, SIDES, ReadModel, Side, Sizes, Target, cleanup
+from .common import FULL, SCHEMA_SIDES, ReadModel, Side, Sizes, Target, cleanup
 from .workloads import build_w1
 
 __all__ = ["main"]
@@ -125,13 +125,14 @@ async def execute(db: pupsourcing_async.Database, sql: str) -> None:
 
 
 def open_target(url: str, sizes: Sizes, prefix: str) -> AbstractAsyncContextManager[Target]:
-    """A benchmark target (both sides' tables, ``prefix...``) on ``url``."""
+    """A benchmark target on ``url``: the library and the same-SQL side (``prefix...``)."""
     kind = dialect(url)
+    sides = SCHEMA_SIDES
     if kind == "postgres":
-        return postgres.open_target(url, sizes, prefix)
+        return postgres.open_target(url, sizes, prefix, sides)
     if kind == "mysql":
-        return mysql.open_target(url, sizes, prefix)
-    return sqlite.open_target(url.removeprefix("sqlite:///"), sizes, prefix)
+        return mysql.open_target(url, sizes, prefix, sides)
+    return sqlite.open_target(url.removeprefix("sqlite:///"), sizes, prefix, sides)
 
 
 def rss_mib() -> float:
@@ -374,14 +375,14 @@ async def run_latency_vs_size(url: str, existing: int, rounds: int) -> None:
         open_target(url, sizes, empty_prefix) as empty,
         open_target(url, sizes, big_prefix) as big,
     ):
-        for side in SIDES:
+        for side in SCHEMA_SIDES:
             print(f"filling {existing:,} events into the {side} side ...", flush=True)
             print(f"filled in {await fill(url, big.configs[side], existing):.1f} s", flush=True)
         targets = {"0": empty, f"{existing:,}": big}
         for row in rows:
             for number in range(-1, rounds):  # round -1 warms up
                 for size, target in targets.items():
-                    for side in SIDES:
+                    for side in SCHEMA_SIDES:
                         count, run = row.make_round(sizes, f"s{number}", False)
                         if target is empty:
                             await target.reset(side)
@@ -390,7 +391,7 @@ async def run_latency_vs_size(url: str, existing: int, rounds: int) -> None:
                         elapsed = time.perf_counter() - started
                         if number >= 0:
                             rates.setdefault((row.label, size, side), []).append(count / elapsed)
-            for side in SIDES:
+            for side in SCHEMA_SIDES:
                 at_zero = statistics.median(rates[(row.label, "0", side)])
                 at_big = statistics.median(rates[(row.label, f"{existing:,}", side)])
                 # With one writer, appends run one after another: 1/rate is their mean time.
@@ -405,7 +406,7 @@ async def run_latency_vs_size(url: str, existing: int, rounds: int) -> None:
                     flush=True,
                 )
             for size in targets:
-                for side in SIDES:
+                for side in SCHEMA_SIDES:
                     rounds_text = " ".join(f"{r:,.0f}" for r in rates[(row.label, size, side)])
                     print(f"    {size:>9} events, {side:<7}: {rounds_text}")
 

@@ -1,6 +1,12 @@
-"""SQLite: the library's store against hand-written aiosqlite doing the same SQL work.
+"""SQLite: the target that opens every side, and the same-SQL side (``raw``).
 
-The raw side is what a careful hand-written aiosqlite event store sends:
+:func:`open_target` opens the library, this module's same-SQL side and the minimal
+baseline (:mod:`bench.minimal_sqlite`) on one database file, each on its own tables, and
+eventsourcing (:mod:`bench.peer_eventsourcing`, when installed) on a database file of its
+own beside it (its tracking table has a fixed name), attached to the admin connection.
+
+The same-SQL side is hand-written aiosqlite that sends the library's own SQL work, so
+it shows what the library costs over its SQL:
 
 - appends, per transaction: ``BEGIN IMMEDIATE`` (take the write lock before reading the
   head, as the library does), upsert the aggregate's head row ``RETURNING
@@ -14,11 +20,12 @@ The raw side is what a careful hand-written aiosqlite event store sends:
   the checkpoint, the next page, per event the read-model upsert (W4's upsert handler),
   the checkpoint upsert, ``COMMIT``.
 
-Both sides open one connection per writer (``Sizes.writers`` each, handed out last in,
-first out), in WAL mode with the same busy timeout, on one database file; each side has
-its own tables, made by the library's migration. Timestamps are stored in the library's
-text format on both sides, so reads parse the same data. Resets delete the side's rows,
-restart its positions and checkpoint the WAL (``wal_checkpoint(TRUNCATE)``).
+Every side opens one connection per writer (``Sizes.writers`` each; the hand-written
+sides' are handed out last in, first out, see :mod:`bench.sqlite_pool`), in WAL mode
+with the same busy timeout; the library's and the same-SQL side's tables are made by the
+library's migration. Timestamps are stored in the library's text format by every
+hand-written side, so reads parse the same data. Resets delete the side's rows, restart
+its positions and checkpoint the WAL (``wal_checkpoint(TRUNCATE)``).
 """
 
 from __future__ import annotations
@@ -30,8 +37,8 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,9 +47,9 @@ import aiosqlite
 import pupsourcing_async
 from pupsourcing_async import StoreConfig, es
 
+from . import minimal_sqlite, peer_eventsourcing
 from .common import (
-    SIDES,
-    LibrarySide,
+    MinimalTables,
     RawConflictError,
     Seen,
     Side,
@@ -53,6 +60,9 @@ from .common import (
     read_model_table,
     side_configs,
 )
+from .minimal_sqlite import schema as minimal_schema
+from .sides import SIDE_SPECS, library_sides
+from .sqlite_pool import BUSY_TIMEOUT, SqlitePool, open_connection
 
 __all__ = [
     "BUSY_TIMEOUT",
@@ -63,9 +73,6 @@ __all__ = [
     "open_target",
 ]
 
-#: Seconds a writer waits for the write lock; given to the library and the raw side alike.
-BUSY_TIMEOUT = 10.0
-
 COLUMNS = (
     "bounded_context, aggregate_type, aggregate_id, aggregate_version, event_id, "
     "event_type, event_version, payload, trace_id, correlation_id, causation_id, "
@@ -75,7 +82,7 @@ TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 class RawSQL:
-    """The raw side's statements, for one set of tables.
+    """The same-SQL side's statements, for one set of tables.
 
     Args:
         config: The tables (same schema as the library's, created by its migration).
@@ -156,61 +163,13 @@ def raw_row(event: es.Event, version: int) -> tuple[object, ...]:
     )
 
 
-async def open_connection(path: str) -> aiosqlite.Connection:
-    """A connection as the library opens its own: autocommit, busy timeout, WAL."""
-    connection = await aiosqlite.connect(path, isolation_level=None)
-    await connection.execute_fetchall(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-    await connection.execute_fetchall("PRAGMA journal_mode = WAL")
-    return connection
-
-
-class SqlitePool:
-    """``size`` connections (each runs its own thread), handed out last in, first out.
-
-    Args:
-        path: The database file.
-        size: How many connections.
-    """
-
-    def __init__(self, path: str, size: int) -> None:
-        self._path = path
-        self._size = size
-        self._idle: list[aiosqlite.Connection] = []
-        self._all: list[aiosqlite.Connection] = []
-        self._free = asyncio.Semaphore(size)
-
-    async def open(self) -> None:
-        """Open every connection."""
-        for _ in range(self._size):
-            connection = await open_connection(self._path)
-            self._all.append(connection)
-            self._idle.append(connection)
-
-    @asynccontextmanager
-    async def acquire(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A connection of one's own until the block ends."""
-        async with self._free:
-            connection = self._idle.pop()
-            try:
-                yield connection
-            finally:
-                self._idle.append(connection)
-
-    async def close(self) -> None:
-        """Close every connection."""
-        for connection in self._all:
-            await connection.close()
-        self._all.clear()
-        self._idle.clear()
-
-
 class RawSqlite:
-    """The raw side: hand-written aiosqlite on its own connections and tables.
+    """The same-SQL side: hand-written aiosqlite on its own connections and tables.
 
     Args:
-        pool: The raw side's connections, as many as the library's.
-        sql: The statements, on the raw side's tables.
-        read_model: The raw side's read model.
+        pool: The same-SQL side's connections, as many as the library's.
+        sql: The statements, on the same-SQL side's tables.
+        read_model: The same-SQL side's read model.
     """
 
     def __init__(self, pool: SqlitePool, sql: RawSQL, read_model: SqliteReadModel) -> None:
@@ -244,10 +203,11 @@ class RawSqlite:
                 await conn.execute("COMMIT")
             version = new_version
 
-    async def append_batches(self, batches: Sequence[Sequence[es.Event]], exact: bool) -> None:
+    async def append_batches(
+        self, batches: Sequence[Sequence[es.Event]], exact: bool, version: int = 0
+    ) -> None:
         """Per batch: ``BEGIN IMMEDIATE``, head upsert, ``executemany``, ``COMMIT``."""
         sql = self.sql
-        version = 0
         for batch in batches:
             first = batch[0]
             count = len(batch)
@@ -348,7 +308,7 @@ class RawSqlite:
         return await raw_catch_up(self, projection_name, batch, upsert)
 
     async def follow(self, projection_name: str, seen: Seen) -> None:
-        """See :meth:`bench.common.StoreSide.follow`."""
+        """See :meth:`bench.common.FollowingSide.follow`."""
         await raw_follow(self, projection_name, seen)
 
 
@@ -358,9 +318,12 @@ class SqliteTarget:
     Args:
         url: The database's URL (``sqlite:////absolute/path``).
         facts: The library version and settings.
-        sides: Both sides.
+        notes: Why sides are missing, if any are.
+        sides: The sides opened.
+        tables: Each side's tables, its events table first (eventsourcing's in the
+            attached database ``es``).
         admin: A separate connection for resets and counts.
-        configs: Each side's tables.
+        configs: The library-schema tables of the library and same-SQL sides.
     """
 
     name = "SQLite"
@@ -369,32 +332,35 @@ class SqliteTarget:
         self,
         url: str,
         facts: list[str],
+        notes: list[str],
         sides: Mapping[Side, StoreSide],
+        tables: Mapping[Side, Sequence[str]],
         admin: aiosqlite.Connection,
         configs: Mapping[Side, StoreConfig],
     ) -> None:
         self.url = url
         self.facts = facts
+        self.notes = notes
         self.sides = sides
+        self.tables = tables
         self.configs = configs
         self._admin = admin
 
     async def reset(self, side: Side) -> None:
         """Delete ``side``'s rows, restart its positions and empty the WAL."""
-        config = self.configs[side]
+        tables = self.tables[side]
         admin = self._admin
         await admin.execute("BEGIN IMMEDIATE")
-        await admin.execute(f"DELETE FROM {config.events_table}")
-        await admin.execute(f"DELETE FROM {config.aggregate_heads_table}")
-        await admin.execute("DELETE FROM sqlite_sequence WHERE name = ?", (config.events_table,))
+        for table in tables:
+            await admin.execute(f"DELETE FROM {table}")
+        marks = ", ".join("?" * len(tables))
+        await admin.execute(f"DELETE FROM sqlite_sequence WHERE name IN ({marks})", tables)
         await admin.execute("COMMIT")
         await admin.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def count(self, side: Side) -> int:
         """How many events ``side``'s table holds."""
-        rows = await self._admin.execute_fetchall(
-            f"SELECT count(*) FROM {self.configs[side].events_table}"
-        )
+        rows = await self._admin.execute_fetchall(f"SELECT count(*) FROM {self.tables[side][0]}")
         value: int = next(iter(rows))[0]
         return value
 
@@ -448,47 +414,96 @@ def _choose_file(path: str | None) -> tuple[str, str | None, bool]:
     return path, directory, not os.path.exists(path)
 
 
+def _peer_file(path: str, prefix: str) -> str:
+    """The eventsourcing side's database file, beside ``path`` and new for this run."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, f".{name}-{prefix}eventsourcing.db")
+
+
 @asynccontextmanager
-async def open_target(path: str | None, sizes: Sizes, prefix: str) -> AsyncIterator[SqliteTarget]:
-    """Open ``path`` (a new temporary file when ``None``), migrate, yield the target.
+async def open_target(
+    path: str | None, sizes: Sizes, prefix: str, sides: Collection[Side] | None = None
+) -> AsyncIterator[SqliteTarget]:
+    """Open ``path`` (a new temporary file when ``None``), make the sides, yield the target.
+
+    Args:
+        path: The database file.
+        sizes: ``writers`` is every side's number of connections.
+        prefix: The start of every table name the run makes.
+        sides: The sides to open (default: all of :data:`bench.sides.SIDE_SPECS`).
 
     On the way out, also on errors and cancellation (Ctrl-C): a temporary directory or a
-    file this run created is removed; in a file that existed, every table starting with
-    ``prefix`` is dropped.
+    file this run created is removed, and eventsourcing's file; in a file that existed,
+    every table starting with ``prefix`` is dropped.
     """
+    wanted = list(SIDE_SPECS) if sides is None else list(sides)
     path, directory, created = _choose_file(path)
     configs = side_configs(prefix)
+    size = sizes.writers
     url = "sqlite:///" + path
+    peer_file = _peer_file(path, prefix)
     try:
-        pool = SqlitePool(path, sizes.writers)
         admin = await open_connection(path)
         try:
-            async with pupsourcing_async.connect(
-                url, store_config=configs["raw"], max_size=1
-            ) as migrator:
-                await migrator.migrate()
-            async with pupsourcing_async.connect(
-                url,
-                store_config=configs["library"],
-                min_size=sizes.writers,
-                max_size=sizes.writers,
-                pool_options={"busy_timeout": BUSY_TIMEOUT},
-            ) as db:
-                await db.migrate()
-                await pool.open()
-                models = {side: SqliteReadModel(read_model_table(prefix, side)) for side in SIDES}
-                for model in models.values():
+            opened: dict[Side, StoreSide] = {}
+            tables: dict[Side, list[str]] = {}
+            notes: list[str] = []
+            async with AsyncExitStack() as stack:
+                library = configs["library"]
+                if any(SIDE_SPECS[name].on_library is not None for name in wanted):
+                    db = await stack.enter_async_context(
+                        pupsourcing_async.connect(
+                            url,
+                            store_config=library,
+                            min_size=size,
+                            max_size=size,
+                            pool_options={"busy_timeout": BUSY_TIMEOUT},
+                        )
+                    )
+                    await db.migrate()
+                    model = SqliteReadModel(read_model_table(prefix, "library"))
                     await admin.execute(model.create)
-                sides: dict[Side, StoreSide] = {
-                    "library": LibrarySide(db, models["library"]),
-                    "raw": RawSqlite(pool, RawSQL(configs["raw"]), models["raw"]),
-                }
+                    for name, side in library_sides(db, model, wanted).items():
+                        opened[name] = side
+                        tables[name] = [library.events_table, library.aggregate_heads_table]
+                if "raw" in wanted:
+                    raw = configs["raw"]
+                    async with pupsourcing_async.connect(
+                        url, store_config=raw, max_size=1
+                    ) as migrator:
+                        await migrator.migrate()
+                    pool = SqlitePool(path, size)
+                    stack.push_async_callback(pool.close)
+                    await pool.open()
+                    model = SqliteReadModel(read_model_table(prefix, "raw"))
+                    await admin.execute(model.create)
+                    opened["raw"] = RawSqlite(pool, RawSQL(raw), model)
+                    tables["raw"] = [raw.events_table, raw.aggregate_heads_table]
+                if "minimal" in wanted:
+                    minimal = MinimalTables(prefix)
+                    for statement in minimal_schema(minimal):
+                        await admin.execute(statement)
+                    opened["minimal"] = await stack.enter_async_context(
+                        minimal_sqlite.connect(path, minimal, size)
+                    )
+                    tables["minimal"] = [minimal.events]
+                if "eventsourcing" in wanted:
+                    reason = peer_eventsourcing.unavailable("sqlite")
+                    if reason is not None:
+                        notes.append(reason)
+                    else:
+                        opened["eventsourcing"] = await stack.enter_async_context(
+                            peer_eventsourcing.open_sqlite(peer_file, size, BUSY_TIMEOUT)
+                        )
+                        await admin.execute("ATTACH DATABASE ? AS es", (peer_file,))
+                        tables["eventsourcing"] = [f"es.{peer_eventsourcing.EVENTS_TABLE}"]
                 facts = await _facts(admin, path)
-                yield SqliteTarget(url, facts, sides, admin, configs)
+                ordered = {name: opened[name] for name in SIDE_SPECS if name in opened}
+                yield SqliteTarget(url, facts, notes, ordered, tables, admin, configs)
         finally:
-            await pool.close()
             await admin.close()
     finally:
+        _remove(peer_file, None)
         if directory is not None or created:
             _remove(path, directory)
         else:

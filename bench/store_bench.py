@@ -24,8 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the PostgreSQL benchmark on ``--url``; return the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.store_bench",
-        description="Compare pupsourcing_async's PostgreSQL store with raw asyncpg "
-        "(the same as python -m bench --db postgres).",
+        description="Compare pupsourcing_async on PostgreSQL with hand-written asyncpg and "
+        "eventsourcing (the same as python -m bench --db postgres).",
         add_help=True,
     )
     parser.add_argument("--url", required=True, help="postgresql://user@host:port/db")

@@ -3,8 +3,9 @@
 A workload key (``W1``) stands for one or more table rows (:class:`Workload`): W1 has one
 row with a single writer and one with ``Sizes.writers`` writers, W2 one row per batch size.
 A row knows how to prepare its data (read workloads, untimed) and how to build one round;
-a round is a coroutine function that runs against either side (:class:`StoreSide`), so the
-library and the raw driver run exactly the same work.
+a round is a coroutine function that runs against any side (:class:`StoreSide`), so every
+side runs exactly the same work. A side runs the workload keys its registry entry names
+(:data:`bench.sides.SIDE_SPECS`).
 
 W6 measures latency, not throughput: its rows are :class:`LatencyWorkload` entries, run
 by :mod:`bench.latency` and printed in a table of their own.
@@ -23,12 +24,13 @@ from . import publish, snapshots
 from .common import (
     AGGREGATE_TYPE,
     BOUNDED_CONTEXT,
-    SIDES,
+    Side,
     Sizes,
     StoreSide,
     Target,
     make_events,
 )
+from .sides import runs
 
 __all__ = [
     "REGISTRY",
@@ -63,7 +65,7 @@ class Workload:
         make_round: Builds one round's inputs (untimed) and its runner, given the sizes,
             a tag that makes the round's aggregate ids unique, and whether appends check
             ``Exact(n)`` (else ``Any()``).
-        prepare: For read workloads, fills both sides' tables with the same events
+        prepare: For read workloads, fills every side's tables with the same events
             (untimed, once, before the warm-up).
     """
 
@@ -171,36 +173,48 @@ def build_w2(sizes: Sizes) -> list[Workload]:
 _LOAD_BATCH = 100
 
 
-async def _load(target: Target, aggregates: Sequence[tuple[str, int, int]]) -> int:
-    """Reset both sides, then append the same events to each, batch by batch (untimed).
+async def _load(target: Target, key: str, aggregates: Sequence[tuple[str, int, int]]) -> int:
+    """Reset the sides that run ``key``, then append the same events to each (untimed).
+
+    Sides that share their tables (:attr:`bench.common.Target.tables`) are loaded once.
 
     Args:
         target: The database.
+        key: The workload the data is for.
         aggregates: ``(aggregate_id, count, first_seq)`` per batch, in append order; an
             aggregate may appear in several batches (their versions continue).
 
     Returns:
         The number of events loaded into each side.
     """
-    for side_name in SIDES:
-        await target.reset(side_name)
+    loaders: dict[tuple[str, ...], Side] = {}
+    for side in target.sides:
+        if runs(side, key):
+            loaders.setdefault(tuple(target.tables[side]), side)
+    sides = list(loaders.values())
+    for side in sides:
+        await target.reset(side)
+    versions: dict[str, int] = {}
     total = 0
     for aggregate_id, count, first_seq in aggregates:
         batch = make_events(aggregate_id, count, first_seq)
-        for side_name in SIDES:
-            await target.sides[side_name].append_batches([batch], exact=False)
+        version = versions.get(aggregate_id, 0)
+        for side in sides:
+            await target.sides[side].append_batches([batch], exact=False, version=version)
+        versions[aggregate_id] = version + count
         total += count
-    for side_name in SIDES:
-        if await target.count(side_name) != total:
-            raise RuntimeError(f"the {side_name} side's log was not loaded completely")
+    for side in sides:
+        if await target.count(side) != total:
+            raise RuntimeError(f"the {side} side's log was not loaded completely")
     return total
 
 
 async def _load_log(target: Target, key: str, total: int) -> None:
-    """Load ``total`` events, ``_LOAD_BATCH`` per aggregate, into both sides (untimed)."""
+    """Load ``total`` events, ``_LOAD_BATCH`` per aggregate, into every side (untimed)."""
     batches = -(-total // _LOAD_BATCH)
     await _load(
         target,
+        key.upper(),
         [
             (
                 f"{key}-{index}",
@@ -272,7 +286,7 @@ def build_w4(sizes: Sizes) -> list[Workload]:
     rows: list[Workload] = []
     for upsert in (False, True):
         for batch in sizes.w4_batches:
-            handler = "upsert a read-model row per event" if upsert else "no-op handler"
+            handler = "upsert per event" if upsert else "no-op handler"
             rows.append(
                 Workload(
                     "W4",
@@ -299,7 +313,7 @@ async def _w5_prepare(target: Target, sizes: Sizes) -> None:
         count = min(_LOAD_BATCH, sizes.w5_events - index * _LOAD_BATCH)
         batches.append((W5_AGGREGATE, count, index * _LOAD_BATCH))
         batches.append((f"w5-other-{index}", _LOAD_BATCH, index * _LOAD_BATCH))
-    await _load(target, batches)
+    await _load(target, "W5", batches)
 
 
 def _w5_round(sizes: Sizes, tag: str, exact: bool) -> Round:
