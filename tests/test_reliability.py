@@ -4,6 +4,7 @@ the processor, and the database dropping every connection (or restarting) under 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -120,30 +121,54 @@ async def test_projecting_while_writers_race_skips_and_doubles_nothing(
     assert [p for _, p in rows] == sorted(p for _, p in rows)
 
 
+def _own_ports() -> set[int]:
+    """The local TCP ports of this process's sockets (Linux: /proc), which the servers
+    show as each session's client port."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 async def _kill_every_other_session(db: Database, url: str) -> int:
-    """Kill every session of this database but the killer's own, as a restart would."""
+    """Kill every session this process has open on the server but the killer's own, as a
+    restart would for this application (other clients of the server are left alone)."""
     async with pupsourcing_async.connect(url, max_size=1) as admin, admin.transaction() as tx:
         raw = RawSQL(db.dialect)
+        ports = _own_ports()
         if db.dialect == "postgres":
             rows = await raw.fetch(
                 tx,
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND backend_type = 'client backend'",
+                "SELECT pid, client_port FROM pg_stat_activity WHERE datname = "
+                "current_database() AND pid <> pg_backend_pid() AND client_port IS NOT NULL",
             )
-            return len(rows)
-        rows = await raw.fetch(
-            tx,
-            "SELECT id FROM information_schema.processlist "
-            "WHERE db = DATABASE() AND id <> CONNECTION_ID() AND command <> 'Daemon'",
-        )
-        for (session,) in rows:
+        else:
+            rows = await raw.fetch(
+                tx,
+                "SELECT id, SUBSTRING_INDEX(host, ':', -1) FROM information_schema.processlist "
+                "WHERE db = DATABASE() AND id <> CONNECTION_ID() AND host LIKE '%:%'",
+            )
+        sessions = [int(session) for session, port in rows if int(port) in ports]
+        for session in sessions:
             try:
-                await raw.execute(tx, f"KILL {int(session)}")
+                if db.dialect == "postgres":
+                    await raw.execute(tx, "SELECT pg_terminate_backend(?)", session)
+                else:
+                    await raw.execute(tx, f"KILL {int(session)}")
             except Exception as err:  # a session that ended meanwhile
                 if "Unknown thread" not in str(err):
                     raise
-        return len(rows)
+        return len(sessions)
 
 
 @pytest.mark.parametrize("backend", ["postgres", "mysql"])
