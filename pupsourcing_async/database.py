@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, cast
 
+from . import es
 from ._holes import PendingHole
 from ._url import DatabaseURL, parse_url
 from .adapters._shared import checkpoint_names
@@ -130,6 +131,44 @@ class Database(Generic[TxT]):
             StoreUnavailableError: no connection could be had, or it broke.
         """
         return cast("AbstractAsyncContextManager[TxT]", self._backend.transaction())
+
+    async def append(
+        self, expected: es.ExpectedVersion, events: Sequence[es.Event]
+    ) -> es.AppendResult:
+        """Append ``events`` to one aggregate in a transaction of its own.
+
+        The same guarantees as ``store.append`` in a ``transaction()`` block (versions,
+        conflicts, idempotent retries by event id, gap safety, notifications), on the
+        fastest path the database offers: one round trip on PostgreSQL and MySQL for an
+        append that meets no conflict, one call into SQLite's thread. Use
+        ``transaction()`` when the append must commit together with other writes.
+
+        Raises:
+            The errors of ``EventStore.append``; the append is committed when it returns.
+        """
+        return await self._backend.append(expected, events)
+
+    async def read_events(
+        self, from_position: int = 0, limit: int = 1000
+    ) -> list[es.PersistedEvent]:
+        """Read up to ``limit`` events after ``from_position``, gap-safe, without a
+        transaction block (see ``EventStore.read_events``: a short or empty page is not
+        the end of the log while a hole is pending)."""
+        return await self._backend.read_events(from_position, limit)
+
+    async def read_aggregate_stream(
+        self,
+        bounded_context: str,
+        aggregate_type: str,
+        aggregate_id: str,
+        from_version: int | None = None,
+        to_version: int | None = None,
+    ) -> es.Stream:
+        """Read one aggregate's events in version order (both bounds inclusive) without a
+        transaction block."""
+        return await self._backend.read_aggregate_stream(
+            bounded_context, aggregate_type, aggregate_id, from_version, to_version
+        )
 
     async def migrate(self) -> None:
         """Create the event store's tables and indexes if they do not exist.

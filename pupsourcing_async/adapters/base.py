@@ -6,11 +6,13 @@ once against these Protocols; each adapter module implements them for its driver
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+from .. import es
 from .._holes import PendingHole
 from .._signals import Signal, Watch
 from ..log import Logger
@@ -112,6 +114,28 @@ class Backend(Protocol):
 
     async def migrate(self) -> None:
         """Create the store's tables and indexes if they do not exist."""
+        ...
+
+    async def append(
+        self, expected: es.ExpectedVersion, events: Sequence[es.Event]
+    ) -> es.AppendResult:
+        """Append ``events`` in a transaction of its own, on the fastest path the database
+        offers, with the guarantees of ``store.append`` (and its notifications)."""
+        ...
+
+    async def read_events(self, from_position: int, limit: int) -> list[es.PersistedEvent]:
+        """``store.read_events`` without a transaction block of the caller's (gap-safe)."""
+        ...
+
+    async def read_aggregate_stream(
+        self,
+        bounded_context: str,
+        aggregate_type: str,
+        aggregate_id: str,
+        from_version: int | None,
+        to_version: int | None,
+    ) -> es.Stream:
+        """``store.read_aggregate_stream`` without a transaction block of the caller's."""
         ...
 
     async def aclose(self) -> None:

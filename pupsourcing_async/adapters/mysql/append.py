@@ -208,10 +208,16 @@ async def append(
                 # Nothing of the append is kept. A retry of a stored append gets its result;
                 # the rest conflict, unless they can go on at the head another append moved.
                 stored = await _stored(store, cursor, events)
+                found = []
+                if not stored:
+                    await cursor.execute(render(sql.head_version, key))
+                    found = list(await cursor.fetchall())
+                if alone:
+                    # The look-ups ran in a transaction of their own (the connection does
+                    # not autocommit): end it, or the connection idles in it.
+                    await cursor.execute("ROLLBACK")
                 if stored:
                     return replayed(store.log, expected, events, stored)
-                await cursor.execute(render(sql.head_version, key))
-                found = await cursor.fetchall()
                 actual = int(found[0][0]) if found else 0
                 # Any() and StreamExists() (while it holds) try again at the new head; a
                 # head that did not move means versions stored past it (by a writer that
@@ -225,6 +231,9 @@ async def append(
                 versions = (outcome.head or 0) - count + 1, outcome.head or 0
                 await cursor.execute(render(sql.positions, [*key, *versions]))
                 positions = [row[0] for row in await cursor.fetchall()]
+                if alone:
+                    # The look-up came after COMMIT, in a transaction of its own.
+                    await cursor.execute("COMMIT")
     base = (outcome.head or count) - count
     if not alone:
         store.appends.note(tx, positions[-1])

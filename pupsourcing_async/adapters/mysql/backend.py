@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any
 
 import aiomysql
 
-from ... import projection
+from ... import es, projection
 from ..._async import acquire_safely, shielded
 from ..._url import DatabaseURL
 from ...errors import StoreUnavailableError, TransactionRolledBackError, UnsupportedURLError
@@ -213,6 +213,56 @@ class MysqlBackend(BackendBase[Store]):
         its protocol state is unknown, and the server rolls back when it goes.
         """
         return _Transaction(self)
+
+    async def append(
+        self, expected: es.ExpectedVersion, events: Sequence[es.Event]
+    ) -> es.AppendResult:
+        """The append with its START TRANSACTION and COMMIT in the same round trip as its
+        statements: see ``Database.append``.
+
+        A connection interrupted mid-append is closed: the server rolls back what it had
+        not committed, and a retry with the same events finds what it had.
+        """
+        connection = await self._acquire()
+        try:
+            result = await self._store.append_alone(connection, expected, events)
+        except BaseException as err:
+            if (
+                isinstance(err, (asyncio.CancelledError, StoreUnavailableError))
+                or is_unavailable(err)
+                or connection.closed
+            ):
+                connection.close()
+            else:
+                # A conflict's look-ups run after its ROLLBACK, in a transaction of their
+                # own (the connection does not autocommit), which the server does not
+                # report as one: end it, or the connection idles in it holding metadata
+                # locks.
+                await _rollback_quietly(connection)
+            raise
+        finally:
+            await _release(self._pool, connection)
+        self._appended.fire()
+        return result
+
+    async def read_events(self, from_position: int, limit: int) -> list[es.PersistedEvent]:
+        """``store.read_events`` in a transaction of its own (gap-safe)."""
+        async with self.transaction() as connection:
+            return await self._store.read_events(connection, from_position, limit)
+
+    async def read_aggregate_stream(
+        self,
+        bounded_context: str,
+        aggregate_type: str,
+        aggregate_id: str,
+        from_version: int | None,
+        to_version: int | None,
+    ) -> es.Stream:
+        """``store.read_aggregate_stream`` in a transaction of its own."""
+        async with self.transaction() as connection:
+            return await self._store.read_aggregate_stream(
+                connection, bounded_context, aggregate_type, aggregate_id, from_version, to_version
+            )
 
     def is_transient(self, err: BaseException) -> bool:
         """Whether ``err`` is a lost connection, a deadlock or a lock wait timeout."""

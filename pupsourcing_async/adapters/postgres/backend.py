@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import weakref
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ... import projection
+from ... import es, projection
 from ..._async import acquire_safely, shielded
 from ..._url import DatabaseURL
 from ...errors import StoreUnavailableError, TransactionRolledBackError, UnsupportedURLError
@@ -39,6 +40,39 @@ _URL_REFUSED = (
     asyncpg.InvalidParameterValueError,
     asyncpg.CantChangeRuntimeParamError,
 )
+
+
+class Resetter:
+    """The pool's reset of a connection given back, skipped when the library knows the
+    connection is clean.
+
+    asyncpg resets every connection on release with a round trip of its own (UNLISTEN,
+    RESET ALL, releasing advisory locks). A connection that ran only the library's own
+    statements (``Database.append``, the one-shot reads), or whose transaction block sent
+    that reset together with its COMMIT or ROLLBACK, needs none.
+    """
+
+    def __init__(self) -> None:
+        self._clean: weakref.WeakSet[asyncpg.Connection[Any]] = weakref.WeakSet()
+
+    def mark_clean(self, connection: PoolConnectionProxy[Any]) -> None:
+        """``connection`` needs no reset when it is given back next.
+
+        A connection already lost (its proxy let go by the pool) or left in a
+        transaction is not marked: the pool closes or resets it as usual.
+        """
+        driver = getattr(connection, "_con", None)
+        if driver is not None and not driver.is_closed() and not driver.is_in_transaction():
+            self._clean.add(driver)
+
+    async def __call__(self, connection: asyncpg.Connection[Any]) -> None:
+        if connection in self._clean:
+            self._clean.discard(connection)
+            return
+        query = connection.get_reset_query()
+        if query:
+            await connection.execute(query)
+
 
 # How long close() waits for connections still checked out before closing them.
 _CLOSE_TIMEOUT = 10.0
@@ -73,6 +107,9 @@ class PostgresBackend(BackendBase[Store]):
         super().__init__(store=store, location=location)
         self._owns_pool = owns_pool
         self._log = get_logger(store.config.logger, "pupsourcing_async.database")
+        #: Set when this backend made the pool with a Resetter it can tell about clean
+        #: connections (a pool you own resets as you configured it).
+        self._resetter: Resetter | None = None
         self._listener = Listener(pool, notify_channel(store.config), self._appended)
         self._notifier = Notifier(pool, notify_channel(store.config))
 
@@ -89,13 +126,16 @@ class PostgresBackend(BackendBase[Store]):
     ) -> PostgresBackend:
         """Open a pool on ``url``; fail fast if the server does not answer."""
         location = url.location
+        resetter = Resetter()
+        options = dict(pool_options)
+        options.setdefault("reset", resetter)
         try:
             pool = await asyncpg.create_pool(
                 url.url,
                 min_size=max(min_size, 1),
                 max_size=max_size,
                 timeout=connect_timeout,
-                **pool_options,
+                **options,
             )
         except _URL_REFUSED as err:
             # An option of the URL's query string that asyncpg or the server refuses.
@@ -108,7 +148,10 @@ class PostgresBackend(BackendBase[Store]):
                 f"could not connect to PostgreSQL at {location}: {url.scrub(str(err))}",
                 location=location,
             ) from err
-        return cls(pool, store=Store(store_config, location=location), location=location)
+        backend = cls(pool, store=Store(store_config, location=location), location=location)
+        if options["reset"] is resetter:
+            backend._resetter = resetter
+        return backend
 
     @property
     def pool(self) -> asyncpg.Pool[Any]:
@@ -146,6 +189,54 @@ class PostgresBackend(BackendBase[Store]):
     def transaction(self) -> _Transaction:
         """A pooled connection inside a transaction; see ``Database.transaction``."""
         return _Transaction(self)
+
+    def _done_with(self, connection: PoolConnectionProxy[Any]) -> None:
+        """``connection`` ran only the library's statements: no reset when given back."""
+        if self._resetter is not None:
+            self._resetter.mark_clean(connection)
+
+    async def append(
+        self, expected: es.ExpectedVersion, events: Sequence[es.Event]
+    ) -> es.AppendResult:
+        """One statement in autocommit: see ``Database.append``."""
+        connection = await self._acquire("getting a connection")
+        try:
+            result = await self._store.append_alone(connection, expected, events)
+            self._done_with(connection)
+        finally:
+            await self._release(connection)
+        self._appended.fire()
+        self._notifier.poke(result.global_positions[-1])
+        return result
+
+    async def read_events(self, from_position: int, limit: int) -> list[es.PersistedEvent]:
+        """The read in autocommit: a statement's own snapshot is all gap safety needs."""
+        connection = await self._acquire("getting a connection")
+        try:
+            events = await self._store.read_events(connection, from_position, limit)
+            self._done_with(connection)
+        finally:
+            await self._release(connection)
+        return events
+
+    async def read_aggregate_stream(
+        self,
+        bounded_context: str,
+        aggregate_type: str,
+        aggregate_id: str,
+        from_version: int | None,
+        to_version: int | None,
+    ) -> es.Stream:
+        """One statement in autocommit."""
+        connection = await self._acquire("getting a connection")
+        try:
+            stream = await self._store.read_aggregate_stream(
+                connection, bounded_context, aggregate_type, aggregate_id, from_version, to_version
+            )
+            self._done_with(connection)
+        finally:
+            await self._release(connection)
+        return stream
 
     async def migrate(self) -> None:
         """Create the tables and indexes if they do not exist; safe to run concurrently."""
@@ -327,12 +418,19 @@ class _Transaction:
     ) -> None:
         backend, connection = self._backend, self._connection
         appended = backend._store.appends.end(connection)
+        # A connection of its own goes back to the pool with its reset sent in the same
+        # round trip as its COMMIT or ROLLBACK (the reset runs first, inside the
+        # transaction, so COMMIT's own answer comes last); a lease's keeps its session.
+        reset = ""
+        if self._owned and backend._resetter is not None:
+            reset = _reset_query(connection)
         try:
             if exc_type is not None:
-                await _rollback_quietly(connection)
+                if await _rollback_quietly(connection, reset) and reset:
+                    backend._done_with(connection)
                 return
             try:
-                status = await shielded(connection.execute("COMMIT"))
+                status = await shielded(connection.execute(f"{reset}COMMIT"))
             except Exception as err:
                 if is_unavailable(err):
                     raise StoreUnavailableError(
@@ -341,16 +439,17 @@ class _Transaction:
                         f"(an append retried with the same events is stored once): {err}",
                         location=backend._location,
                     ) from err
+                if reset and not connection.is_closed() and connection.is_in_transaction():
+                    # The reset in front of COMMIT failed, so COMMIT never ran: in a
+                    # transaction an earlier statement had failed, the reset is refused.
+                    await _rollback_quietly(connection)
+                    if isinstance(err, asyncpg.InFailedSQLTransactionError):
+                        raise _earlier_failure(backend._location) from None
                 raise translate(err, backend._location) from err
+            if status == "COMMIT" and reset:
+                backend._done_with(connection)
             if status != "COMMIT":
-                raise refused_commit(
-                    TransactionRolledBackError(
-                        "an earlier statement failed",
-                        reason="an earlier statement failed",
-                        location=backend._location,
-                    ),
-                    backend._location,
-                )
+                raise _earlier_failure(backend._location)
             if appended:
                 backend._appended.fire()
                 backend._notifier.poke(appended)
@@ -359,10 +458,31 @@ class _Transaction:
                 await backend._release(connection)
 
 
-async def _rollback_quietly(connection: PoolConnectionProxy[Any]) -> None:
-    # The block's own exception is the one worth raising; a rollback on a broken
-    # connection fails too, and the pool discards that connection on release.
+def _earlier_failure(location: str) -> TransactionRolledBackError:
+    """A COMMIT the server turned into a ROLLBACK: an earlier statement had failed."""
+    return refused_commit(
+        TransactionRolledBackError(
+            "an earlier statement failed", reason="an earlier statement failed", location=location
+        ),
+        location,
+    )
+
+
+def _reset_query(connection: PoolConnectionProxy[Any]) -> str:
+    driver = getattr(connection, "_con", None)
+    query = driver.get_reset_query() if driver is not None else ""
+    return f"{query}\n" if query else ""
+
+
+async def _rollback_quietly(connection: PoolConnectionProxy[Any], reset: str = "") -> bool:
+    """Roll back (then reset, when given); whether it went through.
+
+    The block's own exception is the one worth raising; a rollback on a broken
+    connection fails too, and the pool discards that connection on release.
+    """
     try:
-        await shielded(connection.execute("ROLLBACK"))
+        await shielded(connection.execute(f"ROLLBACK;\n{reset}"))
     except Exception:
         get_logger(None, "pupsourcing_async.database").debug("rollback failed")
+        return False
+    return True

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
+from ... import es
 from ..._url import DatabaseURL
 from ...errors import StoreUnavailableError, TransactionRolledBackError
 from ...log import Logger
@@ -26,6 +27,8 @@ from ..base import BackendBase
 from .errors import is_busy, translated
 from .pool import ConnectionPool, rollback_quietly
 from .store import Store
+
+T = TypeVar("T")
 
 
 class SqliteBackend(BackendBase[Store]):
@@ -104,6 +107,56 @@ class SqliteBackend(BackendBase[Store]):
     def transaction(self) -> _Transaction:
         """A connection inside ``BEGIN IMMEDIATE``; see ``Database.transaction``."""
         return _Transaction(self)
+
+    async def append(
+        self, expected: es.ExpectedVersion, events: Sequence[es.Event]
+    ) -> es.AppendResult:
+        """The append and its BEGIN IMMEDIATE and COMMIT in one call on the connection's
+        thread. A cancelled await does not stop that call: it runs to its end (committed
+        or rolled back, as a retry with the same events finds), and whatever next uses the
+        connection queues behind it."""
+        connection = await self._pool.acquire()
+        settled = False
+        try:
+            result = await self._store.append_alone(connection, expected, events)
+            settled = True
+        except BaseException:
+            settled = not connection.in_transaction or await rollback_quietly(connection)
+            raise
+        finally:
+            await self._pool.release(connection, discard=not settled)
+        self._appended.fire()
+        return result
+
+    async def read_events(self, from_position: int, limit: int) -> list[es.PersistedEvent]:
+        """One statement outside a transaction: with one writer at a time every read of
+        SQLite is gap-safe."""
+        return await self._read(self._store.read_events, from_position, limit)
+
+    async def read_aggregate_stream(
+        self,
+        bounded_context: str,
+        aggregate_type: str,
+        aggregate_id: str,
+        from_version: int | None,
+        to_version: int | None,
+    ) -> es.Stream:
+        """One statement outside a transaction."""
+        return await self._read(
+            self._store.read_aggregate_stream,
+            bounded_context,
+            aggregate_type,
+            aggregate_id,
+            from_version,
+            to_version,
+        )
+
+    async def _read(self, read: Callable[..., Awaitable[T]], *args: object) -> T:
+        connection = await self._pool.acquire()
+        try:
+            return await read(connection, *args)
+        finally:
+            await self._pool.release(connection)
 
     async def migrate(self) -> None:
         """Create the tables and indexes if they do not exist."""

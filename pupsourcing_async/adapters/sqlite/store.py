@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aiosqlite
 
 from ... import es
-from ..._async import shielded
 from ..._holes import PendingHole
 from ...errors import StoreError, TransactionRolledBackError
 from ...log import get_logger
@@ -74,6 +75,59 @@ def row_event(row: Sequence[Any]) -> es.PersistedEvent:
         row[0],
         row[4],
     )
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What an append's statements found: positions, or a conflict and its facts."""
+
+    base: int = 0
+    positions: list[int] | None = None
+    actual: int | None = None
+    stored: list[tuple[Any, ...]] | None = None
+
+
+def _rows(events: Sequence[es.Event]) -> list[list[object]]:
+    """The INSERT values of ``events``; each row's version (index 3) is set once the head
+    is known."""
+    first = events[0]
+    return [
+        [
+            first.bounded_context,
+            first.aggregate_type,
+            first.aggregate_id,
+            0,
+            str(event.event_id),
+            event.event_type,
+            event.event_version,
+            event.payload,
+            event.trace_id,
+            event.correlation_id,
+            event.causation_id,
+            None if event.metadata is None else event.metadata.decode(),
+            format_timestamp(event.created_at),
+        ]
+        for event in events
+    ]
+
+
+async def _on_thread(
+    connection: aiosqlite.Connection, function: Callable[..., _Outcome], *args: object
+) -> _Outcome:
+    """Run ``function(raw_connection, *args)`` on the connection's own thread, in one call.
+
+    aiosqlite offers no public way to run code on its thread; it has ``_execute`` (every
+    version this library supports). Without it the statements go one by one.
+    """
+    execute = getattr(connection, "_execute", None)
+    if execute is None:
+        raise RuntimeError("this aiosqlite version cannot run a function on its thread")
+
+    def run() -> _Outcome:
+        return function(connection._conn, *args)
+
+    outcome: _Outcome = await execute(run)
+    return outcome
 
 
 class Store:
@@ -169,157 +223,183 @@ class Store:
 
         Outside a transaction the append opens its own (``BEGIN IMMEDIATE``) and commits it.
         """
+        return await self._observed(tx, expected, events, alone=not tx.in_transaction)
+
+    async def append_alone(
+        self,
+        connection: aiosqlite.Connection,
+        expected: es.ExpectedVersion,
+        events: Sequence[es.Event],
+    ) -> es.AppendResult:
+        """Append ``events`` in a transaction of its own on ``connection`` (in none). See
+        ``Database.append``.
+
+        Whether ``connection`` is in a transaction is checked on its thread, behind the
+        statements still queued there (a cancelled caller's, say), never before them.
+        """
+        return await self._observed(connection, expected, events, alone=True)
+
+    async def _observed(
+        self,
+        tx: aiosqlite.Connection,
+        expected: es.ExpectedVersion,
+        events: Sequence[es.Event],
+        *,
+        alone: bool,
+    ) -> es.AppendResult:
         observers = self._config.observers
         if not observers:
-            return await self._append(tx, expected, events)
+            return await self._append(tx, expected, events, alone)
         return await observed_append(
-            observers, "sqlite", expected, events, lambda events: self._append(tx, expected, events)
+            observers,
+            "sqlite",
+            expected,
+            events,
+            lambda events: self._append(tx, expected, events, alone),
         )
 
     async def _append(
-        self, tx: aiosqlite.Connection, expected: es.ExpectedVersion, events: Sequence[es.Event]
+        self,
+        tx: aiosqlite.Connection,
+        expected: es.ExpectedVersion,
+        events: Sequence[es.Event],
+        alone: bool,
     ) -> es.AppendResult:
-        """Outside a transaction the append opens its own (``BEGIN IMMEDIATE``) and commits it."""
+        """The append's statements run in one call on the connection's thread: each call
+        into aiosqlite is a round trip to that thread, and an append needs up to five
+        statements. Outside a transaction the call begins (``BEGIN IMMEDIATE``) and commits
+        its own."""
         required = es.validate_append(expected, events)
-        if tx.in_transaction:
-            try:
-                with translated(self._location):
-                    return await self._append_in_transaction(tx, expected, required, events)
-            except TransactionRolledBackError as err:
+        first = events[0]
+        key = (first.bounded_context, first.aggregate_type, first.aggregate_id)
+        rows = _rows(events)
+        now = format_timestamp(datetime.now(UTC))
+        head: tuple[str, tuple[object, ...]]
+        if required is None:
+            head = (self._head_any, (*key, len(events), now))
+        elif required == es.STREAM_EXISTS:
+            head = (self._head_exists, (len(events), now, *key))
+        elif required == 0:
+            head = (self._head_no_stream, (*key, len(events), now))
+        else:
+            head = (self._head_exact, (len(events), now, *key, required))
+        try:
+            with translated(self._location):
+                outcome = await _on_thread(tx, self._write, key, head, rows, alone)
+        except TransactionRolledBackError as err:
+            if not alone:
                 # A busy timeout fails only the statement; the error promises the whole
                 # transaction is gone, so make it so (and refuse a later COMMIT).
                 self.appends.doom(tx, err)
                 await rollback_quietly(tx)
-                raise
-        with translated(self._location):
-            finished = False
-            try:
-                await tx.execute("BEGIN IMMEDIATE")
-                result = await self._append_in_transaction(tx, expected, required, events)
-                finished = True
-            finally:
-                if finished:
-                    await shielded(tx.execute("COMMIT"))
-                else:
-                    # Queued behind a BEGIN that a cancellation may have left pending.
-                    await rollback_quietly(tx)
-            return result
-
-    async def _append_in_transaction(
-        self,
-        tx: aiosqlite.Connection,
-        expected: es.ExpectedVersion,
-        required: int | None,
-        events: Sequence[es.Event],
-    ) -> es.AppendResult:
-        first = events[0]
-        count = len(events)
-        key = (first.bounded_context, first.aggregate_type, first.aggregate_id)
-        now = format_timestamp(datetime.now(UTC))
-        if required is None:
-            head = await tx.execute_fetchall(self._head_any, (*key, count, now))
-        elif required == es.STREAM_EXISTS:
-            head = await tx.execute_fetchall(self._head_exists, (count, now, *key))
-        elif required == 0:
-            head = await tx.execute_fetchall(self._head_no_stream, (*key, count, now))
-        else:
-            head = await tx.execute_fetchall(self._head_exact, (count, now, *key, required))
-        if not head:
-            stored = await self._stored(tx, events)
-            if stored:
-                return replayed(self._log, expected, events, stored)
-            found = await tx.execute_fetchall(self._head_version, key)
-            actual = next(iter(found), (0,))[0]
-            raise conflict_error(self._log, expected, first, actual=actual)
-        base = next(iter(head))[0] - count
-        try:
-            rows = await self._insert_events(tx, first, base, events)
-        except sqlite3.IntegrityError as err:
-            # The head moved but no event was stored: put the head back so a caller who
-            # commits anyway does not persist a version without events.
-            if base == 0:
-                await tx.execute(self._head_delete, key)
-            else:
-                await tx.execute(self._head_restore, (base, *key))
-            stored = await self._stored(tx, events)
-            if stored:
-                return replayed(self._log, expected, events, stored)
-            # The version is taken by events written without moving their head.
-            raise conflict_error(self._log, expected, first, actual=None) from err
-        rows.sort(key=lambda row: row[1])
+            raise
+        if outcome.stored:
+            stored = {event.event_id: event for event in map(row_event, outcome.stored)}
+            return replayed(self._log, expected, events, stored)
+        if outcome.positions is None:
+            # No head moved: the expected version did not hold, or (the head moved but an
+            # event could not go in) the version is taken by events written without
+            # moving their head.
+            raise conflict_error(self._log, expected, first, actual=outcome.actual)
+        base = outcome.base
         persisted = [
-            es.persisted(event, row[0], row[1]) for event, row in zip(events, rows, strict=True)
+            es.persisted(event, position, base + offset)
+            for offset, (event, position) in enumerate(
+                zip(events, outcome.positions, strict=True), 1
+            )
         ]
-        positions = [row[0] for row in rows]
-        self.appends.note(tx, positions[-1])
+        if not alone:
+            self.appends.note(tx, outcome.positions[-1])
         self._log.debug(
             "appended events",
             bounded_context=first.bounded_context,
             aggregate_type=first.aggregate_type,
             aggregate_id=first.aggregate_id,
             from_version=base + 1,
-            to_version=base + count,
-            positions=positions,
+            to_version=base + len(events),
+            positions=outcome.positions,
         )
-        return es.AppendResult(persisted, positions)
+        return es.AppendResult(persisted, outcome.positions)
 
-    async def _insert_events(
-        self, tx: aiosqlite.Connection, first: es.Event, base: int, events: Sequence[es.Event]
-    ) -> list[tuple[int, int]]:
-        """Insert the events; their (position, version) pairs.
-
-        One event: an INSERT ... RETURNING. Several: one prepared INSERT run per row
-        (cheaper in SQLite than a long multi-row statement), then the last rowid. The
-        positions are consecutive: this transaction holds SQLite's one write lock, and an
-        AUTOINCREMENT key gives each row the next number.
-        """
-        rows = [
-            (
-                first.bounded_context,
-                first.aggregate_type,
-                first.aggregate_id,
-                base + offset,
-                str(event.event_id),
-                event.event_type,
-                event.event_version,
-                event.payload,
-                event.trace_id,
-                event.correlation_id,
-                event.causation_id,
-                None if event.metadata is None else event.metadata.decode(),
-                format_timestamp(event.created_at),
-            )
-            for offset, event in enumerate(events, start=1)
-        ]
-        if len(rows) == 1:
-            returned = await tx.execute_fetchall(self._insert_one_returning, rows[0])
-            return [(row[0], row[1]) for row in returned]
+    def _write(
+        self,
+        connection: sqlite3.Connection,
+        key: tuple[str, str, str],
+        head: tuple[str, tuple[object, ...]],
+        rows: list[list[object]],
+        alone: bool,
+    ) -> _Outcome:
+        """The append on the connection's thread (see ``_append``)."""
+        if alone:
+            if connection.in_transaction:
+                raise ValueError("append_alone needs a connection outside any transaction")
+            connection.execute("BEGIN IMMEDIATE")
+        committed = False
         try:
-            await tx.executemany(self._insert_one, rows)
-        except sqlite3.IntegrityError:
-            # Rows before the failing one went in: take them out with the append.
-            await tx.execute(self._delete_versions_above, (*rows[0][:3], base))
-            raise
-        last: int = next(iter(await tx.execute_fetchall("SELECT last_insert_rowid()")))[0]
-        first_position = last - len(rows) + 1
-        return [(first_position + index, base + index + 1) for index in range(len(rows))]
+            outcome = self._write_in_transaction(connection, key, head, rows)
+            if alone:
+                connection.execute("COMMIT")
+                committed = True
+            return outcome
+        finally:
+            if alone and not committed and connection.in_transaction:
+                # The statement's own error is the one worth raising; the backend
+                # discards a connection that is left in a transaction.
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
 
-    async def _stored(
-        self, tx: aiosqlite.Connection, events: Sequence[es.Event]
-    ) -> dict[uuid.UUID, es.PersistedEvent]:
-        """The stored events that have the ids of ``events``, by id (looked up after a
-        conflict, to tell a retried append from a true duplicate)."""
-        ids = [str(event.event_id) for event in events]
-        found: dict[uuid.UUID, es.PersistedEvent] = {}
+    def _write_in_transaction(
+        self,
+        connection: sqlite3.Connection,
+        key: tuple[str, str, str],
+        head: tuple[str, tuple[object, ...]],
+        rows: list[list[object]],
+    ) -> _Outcome:
+        count = len(rows)
+        moved = connection.execute(*head).fetchall()
+        if not moved:
+            stored = self._stored_rows(connection, rows)
+            if stored:
+                return _Outcome(stored=stored)
+            found = connection.execute(self._head_version, key).fetchall()
+            return _Outcome(actual=found[0][0] if found else 0)
+        base = int(moved[0][0]) - count
+        for offset, row in enumerate(rows, 1):
+            row[3] = base + offset
+        try:
+            if count == 1:
+                position = connection.execute(self._insert_one_returning, rows[0]).fetchall()
+                positions = [int(position[0][0])]
+            else:
+                # One prepared INSERT run per row (cheaper in SQLite than a long multi-row
+                # statement). The positions are consecutive: this transaction holds
+                # SQLite's one write lock, and an AUTOINCREMENT key gives each row the next.
+                connection.executemany(self._insert_one, rows)
+                last = int(connection.execute("SELECT last_insert_rowid()").fetchall()[0][0])
+                positions = list(range(last - count + 1, last + 1))
+        except sqlite3.IntegrityError:
+            # Rows before the failing one went in, and the head moved: take it all back,
+            # so a caller who commits anyway persists no version without events.
+            connection.execute(self._delete_versions_above, (*key, base))
+            if base == 0:
+                connection.execute(self._head_delete, key)
+            else:
+                connection.execute(self._head_restore, (base, *key))
+            return _Outcome(stored=self._stored_rows(connection, rows))
+        return _Outcome(base=base, positions=positions)
+
+    def _stored_rows(
+        self, connection: sqlite3.Connection, rows: list[list[object]]
+    ) -> list[tuple[Any, ...]]:
+        """The stored rows with the event ids of ``rows`` (looked up after a conflict, to
+        tell a retried append from a true duplicate)."""
+        ids = [row[4] for row in rows]
+        found: list[tuple[Any, ...]] = []
         # In chunks: SQLite limits the number of parameters of one statement.
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             chunk = ids[start : start + _LOOKUP_CHUNK]
-            rows = await tx.execute_fetchall(
-                self._stored_ids + "(" + ", ".join("?" * len(chunk)) + ")", chunk
-            )
-            for row in rows:
-                event = row_event(row)
-                found[event.event_id] = event
+            sql = self._stored_ids + "(" + ", ".join("?" * len(chunk)) + ")"
+            found += connection.execute(sql, chunk).fetchall()
         return found
 
     async def read_events(
