@@ -9,13 +9,16 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .._holes import PendingHole
 from .._signals import Signal, Watch
 from ..log import Logger
 from ..snapshots import SnapshotStore
 from ..store import EventStore
+
+if TYPE_CHECKING:
+    from ..projection.parking import ParkedStore
 
 __all__ = ["AdapterStore", "Backend", "BackendBase", "CheckpointRow", "Lease", "News"]
 
@@ -43,6 +46,11 @@ class AdapterStore(EventStore[Any], Protocol):
     @property
     def snapshots(self) -> SnapshotStore[Any]:
         """The aggregate snapshots kept beside the events."""
+        ...
+
+    @property
+    def parked(self) -> ParkedStore:
+        """The events projections parked (``OnFailure.PARK``)."""
         ...
 
     def pending_holes(self) -> list[PendingHole]:
