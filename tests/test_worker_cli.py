@@ -68,8 +68,9 @@ async def checkpoint(db: Database, name: str) -> int:
         return await db.store.get_checkpoint(tx, name)
 
 
-async def test_sigterm_mid_catch_up_exits_0_at_a_batch_boundary_with_the_lease_released(
-    db: Database, read_model: ReadModel, url: str
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_signal_mid_catch_up_exits_0_at_a_batch_boundary_with_the_lease_released(
+    db: Database, read_model: ReadModel, url: str, number: signal.Signals
 ) -> None:
     stored = await append_many(db, 200)
     worker = await start(
@@ -91,7 +92,7 @@ async def test_sigterm_mid_catch_up_exits_0_at_a_batch_boundary_with_the_lease_r
             line = await asyncio.wait_for(worker.stderr.readline(), 60)
             assert line, "the worker ended first"
             logs.append(json.loads(line))
-        worker.send_signal(signal.SIGTERM)
+        worker.send_signal(number)
         rest = await asyncio.wait_for(worker.stderr.read(), 60)
         assert await asyncio.wait_for(worker.wait(), 60) == 0
     finally:
@@ -101,7 +102,7 @@ async def test_sigterm_mid_catch_up_exits_0_at_a_batch_boundary_with_the_lease_r
     logs += [json.loads(line) for line in rest.decode().splitlines()]
     messages = [record["message"] for record in logs]
     assert "worker started" in messages
-    assert {"message": "worker stopped", "signal": "SIGTERM"}.items() <= next(
+    assert {"message": "worker stopped", "signal": number.name}.items() <= next(
         r for r in logs if r["message"] == "worker stopped"
     ).items()
 
@@ -272,6 +273,14 @@ async def test_retry_needs_the_projection_by_its_name(
     )
     assert code == 2
     assert "has no projection named other (it has copier)" in err
+
+
+def test_the_worker_reports_progress_every_10_seconds_by_default() -> None:
+    from pupsourcing_async.cli import build_parser
+
+    args = build_parser().parse_args(["worker", "app:projections"])
+    assert args.progress_every == 10.0
+    assert (args.partitions, args.partition_key, args.on_failure) == (1, [], "stop")
 
 
 async def test_version() -> None:
