@@ -6,6 +6,7 @@ troubles are retried, never parked; ``OnFailure.STOP`` behaves as before."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import pytest
 from pupsourcing_async import (
     Database,
     ProjectionError,
+    SchemaError,
     StoreUnavailableError,
     TransactionRolledBackError,
     es,
@@ -24,7 +26,7 @@ from pupsourcing_async import (
 from pupsourcing_async.projection import OnFailure, ParkedEvent, ProcessorConfig, RunMode
 from pupsourcing_async.projection.parking import MAX_ERROR_LENGTH, error_text
 
-from .conftest import ReadModel, Recorder, append_many
+from .conftest import RawSQL, ReadModel, Recorder, append_many
 
 PARK = ProcessorConfig(run_mode=RunMode.ONE_OFF, batch_size=5, on_failure=OnFailure.PARK)
 
@@ -344,3 +346,39 @@ def test_a_parked_event_as_json_data() -> None:
 def test_the_failure_options_refuse_bad_values(options: dict[str, Any], field_name: str) -> None:
     with pytest.raises(ValueError, match=field_name):
         ProcessorConfig(**options)
+
+
+async def test_a_parked_record_whose_event_is_not_in_the_log_stays_parked(
+    db: Database, read_model: ReadModel
+) -> None:
+    [stored] = await append_many(db, 1)
+    # A record that names another event at that position (the log was rewritten by hand).
+    stranger = dataclasses.replace(stored, event_id=uuid.uuid4())
+    async with db.transaction() as tx:
+        await db.store.parked.park(tx, "recorder", stranger, "ValueError: x", 1)
+    assert await db.processor(PARK).retry_parked(Recorder(read_model)) == 0
+    [parked] = await db.parked_events()
+    assert parked.attempts == 2
+    assert parked.error == (
+        f"LookupError: event {stranger.event_id} is not at position {stored.global_position}"
+    )
+    assert await read_model.rows() == []
+
+
+async def test_without_the_parked_table_health_says_so_and_parking_fails_clearly(
+    db: Database, read_model: ReadModel, raw: RawSQL
+) -> None:
+    table = f"{db.store.config.events_table}_parked"
+    async with db.transaction() as tx:
+        await raw.execute(tx, f"DROP TABLE {table}")
+    await append_many(db, 1, event_type="Poison")
+    report = await db.health()
+    assert report.reachable
+    assert any(table in note and "migrate()" in note for note in report.schema_notes)
+    with pytest.raises(SchemaError, match=table):
+        await db.parked_events()
+    with pytest.raises(SchemaError):
+        await db.processor(PARK).run(Poisoned(read_model))
+    await db.migrate()
+    await db.processor(PARK).run(Poisoned(read_model))
+    assert len(await db.parked_events()) == 1

@@ -283,10 +283,6 @@ async def retry_parked(backend: Backend, log: Logger, projection: Projection, na
     return handled
 
 
-class _Gone(LookupError):
-    """A parked event's position holds no such event any more."""
-
-
 async def _retry_one(
     backend: Backend, log: Logger, projection: Projection, name: str, row: ParkedEvent
 ) -> bool:
@@ -297,7 +293,8 @@ async def _retry_one(
                 return False  # another retry took it meanwhile
             events = await store.read_events(tx, row.global_position - 1, 1)
             if not events or events[0].event_id != row.event_id:
-                raise _Gone(f"event {row.event_id} is not at position {row.global_position}")
+                # The log was changed by hand: the record names what is not there.
+                raise LookupError(f"event {row.event_id} is not at position {row.global_position}")
             await projection.handle(tx, events[0])
     except Exception as err:
         if backend.is_transient(err):

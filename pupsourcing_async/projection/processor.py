@@ -144,7 +144,8 @@ class Processor(Generic[TxT]):
 
         Raises:
             StoreUnavailableError: the database did not answer; what was not handled yet
-                stays parked.
+                stays parked (so on any passing database trouble, such as a
+                ``TransactionRolledBackError``).
         """
         name = check_projection_name(_projection_name(projection))
         return await retry_parked(self._backend, self._log, projection, name)
