@@ -319,7 +319,10 @@ async def _projections_status(args: argparse.Namespace) -> int:
         return 0
     print(f"head position: {head}")
     if not statuses:
-        print("no projection has a checkpoint yet")
+        if args.names:
+            print(f"no checkpoint of {', '.join(args.names)} yet")
+        else:
+            print("no projection has a checkpoint yet")
         return 0
     rows = [("PROJECTION", "POSITION", "LAG", "UPDATED", "PARKED")] + [
         (
