@@ -269,28 +269,27 @@ async def retry_parked(backend: Backend, log: Logger, projection: Projection, na
         for checkpoint in checkpoint_names(sorted(summary), name):
             parked += await store.parked.events(tx, checkpoint)
     parked.sort(key=lambda row: (row.global_position, row.checkpoint))
-    handled = 0
-    for row in parked:
-        if await _retry_one(backend, log, projection, name, row):
-            handled += 1
+    outcomes = [await _retry_one(backend, log, projection, name, row) for row in parked]
+    handled = outcomes.count(True)
     if parked:
         log.info(
             "parked events retried",
             projection=name,
             handled=handled,
-            still_parked=len(parked) - handled,
+            still_parked=outcomes.count(False),
         )
     return handled
 
 
 async def _retry_one(
     backend: Backend, log: Logger, projection: Projection, name: str, row: ParkedEvent
-) -> bool:
+) -> bool | None:
+    """Whether the handler took the parked event (``None``: another retry took it)."""
     store = backend.store
     try:
         async with backend.transaction() as tx:
             if not await store.parked.claim(tx, row.checkpoint, row.global_position):
-                return False  # another retry took it meanwhile
+                return None
             events = await store.read_events(tx, row.global_position - 1, 1)
             if not events or events[0].event_id != row.event_id:
                 # The log was changed by hand: the record names what is not there.
