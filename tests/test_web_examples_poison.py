@@ -19,7 +19,7 @@ import pytest
 import pupsourcing_async
 from examples.common.bank import money_deposited
 from examples.common.cli import Setup
-from pupsourcing_async import es
+from pupsourcing_async import Database, es
 
 from .examples_support import drop_prefixed_tables, unique_prefix
 from .test_web_examples_input import APPS, aiohttp_server, fastapi_server
@@ -41,10 +41,18 @@ async def prefix(url: str) -> AsyncIterator[str]:
         await asyncio.to_thread(drop_prefixed_tables, url, name)
 
 
-async def write_unchecked(url: str, prefix: str, event: es.Event) -> es.PersistedEvent:
-    """Append ``event`` as a writer that skips the API's checks would."""
-    config = Setup(url, prefix).store_config()
-    async with pupsourcing_async.connect(url, store_config=config) as db, db.transaction() as tx:
+@pytest.fixture
+async def unchecked(url: str, prefix: str) -> AsyncIterator[Database]:
+    """The database as a writer that skips the API's checks sees it (an older release, a
+    script). Opened before the app: on SQLite it puts the file in WAL mode, which the
+    app's engine leaves as it finds it, and a switch while the app writes would fail."""
+    async with pupsourcing_async.connect(url, store_config=Setup(url, prefix).store_config()) as db:
+        yield db
+
+
+async def write_unchecked(db: Database, event: es.Event) -> es.PersistedEvent:
+    """Append ``event`` without the API's checks."""
+    async with db.transaction() as tx:
         result = await db.store.append(tx, es.StreamExists(), [event])
     return result.events[0]
 
@@ -63,7 +71,7 @@ async def health_once_it_is(http: httpx.AsyncClient, status: int) -> httpx.Respo
 
 @pytest.mark.parametrize("policy", ["stop", "park"])
 async def test_a_poison_event_stops_the_read_model_visibly_or_is_parked(
-    app: str, url: str, prefix: str, policy: str
+    app: str, url: str, prefix: str, unchecked: Database, policy: str
 ) -> None:
     serve = fastapi_server if app == "fastapi" else aiohttp_server
     projection = NAMES[app]
@@ -74,7 +82,7 @@ async def test_a_poison_event_stops_the_read_model_visibly_or_is_parked(
         assert (await http.put("/accounts/acc-1", json={"owner": "Alice"})).status_code == 201
         refused = await http.post("/accounts/acc-1/deposits", json={"amount": POISON})
         assert refused.status_code == 422
-        poison = await write_unchecked(url, prefix, money_deposited("acc-1", POISON))
+        poison = await write_unchecked(unchecked, money_deposited("acc-1", POISON))
 
         if policy == "stop":
             answer = await health_once_it_is(http, 503)
