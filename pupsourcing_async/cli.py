@@ -17,12 +17,14 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from . import es
+from . import __version__, es
 from ._holes import hole_above
+from ._parked_cli import register as register_parked
 from ._publish_cli import register as register_publish
+from ._worker_cli import register as register_worker
 from .adapters._shared import checkpoint_names
 from .database import connect
-from .errors import PupsourcingError, UnsupportedURLError
+from .errors import PupsourcingError, SchemaError, UnsupportedURLError
 from .eventmap.cli import register as register_eventmap
 from .migrations import DIALECTS, write_migration
 from .snapshots_cli import register as register_snapshots
@@ -263,30 +265,83 @@ async def _events(args: argparse.Namespace) -> int:
 # --- projections ---------------------------------------------------------------------------
 
 
+async def _parked_counts(db: Any) -> dict[str, int]:
+    """Parked events per checkpoint; none where the table is missing (an older schema)."""
+    try:
+        async with db.transaction() as tx:
+            summary = await db.store.parked.summary(tx)
+    except SchemaError:
+        return {}
+    return {name: count for name, (count, _) in summary.items()}
+
+
 async def _projections_status(args: argparse.Namespace) -> int:
     async with _open(args) as db:
         statuses = await db.projection_status()
         holes = db.store.pending_holes()
         async with db.transaction() as tx:
             head = await db.store.latest_global_position(tx)
+        parked = await _parked_counts(db)
+    if args.names:
+        wanted = {
+            c for name in args.names for c in checkpoint_names([s.name for s in statuses], name)
+        }
+        statuses = [s for s in statuses if s.name in wanted]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "head_position": head,
+                    "projections": [
+                        {
+                            "name": s.name,
+                            "position": s.position,
+                            "lag": s.lag,
+                            "updated_at": None
+                            if s.updated_at is None
+                            else s.updated_at.isoformat(),
+                            "parked": parked.get(s.name, 0),
+                        }
+                        for s in statuses
+                    ],
+                    "pending_holes": [
+                        {
+                            "first": h.first_position,
+                            "last": h.last_position,
+                            "age_s": round(h.age, 3),
+                        }
+                        for h in holes
+                    ],
+                },
+                ensure_ascii=False,
+            )
+        )
+        return 0
     print(f"head position: {head}")
     if not statuses:
-        print("no projection has a checkpoint yet")
+        if args.names:
+            print(f"no checkpoint of {', '.join(args.names)} yet")
+        else:
+            print("no projection has a checkpoint yet")
         return 0
-    rows = [("PROJECTION", "POSITION", "LAG", "UPDATED")] + [
+    rows = [("PROJECTION", "POSITION", "LAG", "UPDATED", "PARKED")] + [
         (
             s.name,
             str(s.position),
             str(s.lag),
             "-" if s.updated_at is None else f"{s.updated_at:%Y-%m-%d %H:%M:%S}",
+            str(parked.get(s.name, 0)),
         )
         for s in statuses
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for name, position, lag, updated in rows:
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for name, position, lag, updated, count in rows:
         print(
-            f"{name:<{widths[0]}}  {position:>{widths[1]}}  {lag:>{widths[2]}}  {updated}".rstrip()
+            f"{name:<{widths[0]}}  {position:>{widths[1]}}  {lag:>{widths[2]}}  "
+            f"{updated:<{widths[3]}}  {count:>{widths[4]}}"
         )
+    if sum(parked.values()):
+        print("parked events: see `pupsourcing-async projections parked`")
     for hole in holes:
         print(
             f"waiting on positions {hole.first_position}-{hole.last_position} "
@@ -299,8 +354,7 @@ async def _projections_reset(args: argparse.Namespace) -> int:
     async with _open(args) as db:
         names = checkpoint_names([s.name for s in await db.projection_status()], args.name)
         if not names:
-            print(f"projection {args.name} has no checkpoint: nothing to reset")
-            return 0
+            raise LookupError(f"projection {args.name} has no checkpoint: nothing to reset")
         if not args.yes:
             if not sys.stdin.isatty():
                 raise UsageError(
@@ -351,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Database URLs: postgresql://user:pw@host:5432/db, mysql://user:pw@host:3306/db, "
         "sqlite:///relative.db or sqlite:////absolute.db; --url defaults to $PUPSOURCING_URL.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = _command(
@@ -439,11 +494,15 @@ def build_parser() -> argparse.ArgumentParser:
     projections = _command(
         commands,
         "projections",
-        help="look at or reset projection checkpoints",
-        description="Look at projection checkpoints, or reset one so it rebuilds.",
+        help="look at or reset projection checkpoints, and their parked events",
+        description=(
+            "Look at projection checkpoints, reset one so it rebuilds, list the events "
+            "projections parked, and retry them."
+        ),
         examples=(
             "  pupsourcing-async projections status --url $DB\n"
-            "  pupsourcing-async projections reset balances --url $DB --yes"
+            "  pupsourcing-async projections reset balances --url $DB --yes\n"
+            "  pupsourcing-async projections parked --url $DB"
         ),
     )
     actions = projections.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -451,9 +510,17 @@ def build_parser() -> argparse.ArgumentParser:
         actions,
         "status",
         help="every checkpoint with its lag behind the head of the log",
-        description="List every projection checkpoint with its position and lag.",
-        examples="  pupsourcing-async projections status --url sqlite:///app.db",
+        description=(
+            "List every projection checkpoint (or those of the named projections, with "
+            "their partitions) with its position, lag and parked events."
+        ),
+        examples=(
+            "  pupsourcing-async projections status --url sqlite:///app.db\n"
+            "  pupsourcing-async projections status balances --url $DB --json"
+        ),
     )
+    status.add_argument("names", nargs="*", metavar="NAME", help="only these projections")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
     _add_url_option(status)
     status.set_defaults(handler=_projections_status)
     reset = _command(
@@ -461,8 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
         "reset",
         help="delete a projection's checkpoints so its next run starts over",
         description=(
-            "Delete the checkpoints of a projection (all its partitions). Stop its workers "
-            "first and clear its read model: every event will be handled again."
+            "Delete the checkpoints of a projection (all its partitions) and the events it "
+            "parked. Stop its workers first and clear its read model: every event will be "
+            "handled again. A name without a checkpoint is an error (exit code 1)."
         ),
         examples="  pupsourcing-async projections reset balances --url $DB --yes",
     )
@@ -470,8 +538,22 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _add_url_option(reset)
     reset.set_defaults(handler=_projections_reset)
+    register_parked(
+        actions,
+        command=_command,
+        add_url_option=_add_url_option,
+        open_database=_open,
+        usage_error=UsageError,
+    )
 
     register_publish(
+        commands,
+        command=_command,
+        add_url_option=_add_url_option,
+        store_config=_store_config,
+        usage_error=UsageError,
+    )
+    register_worker(
         commands,
         command=_command,
         add_url_option=_add_url_option,
@@ -507,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, UnsupportedURLError) as err:
         print(f"{parser.prog}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except (PupsourcingError, OSError, ValueError, ImportError) as err:
+    except (PupsourcingError, OSError, ValueError, ImportError, LookupError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
 

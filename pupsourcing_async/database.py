@@ -14,18 +14,20 @@ import asyncio
 import importlib
 from collections.abc import Generator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, cast
 
 from . import es
-from ._holes import PendingHole
+from ._health import HealthReport, ProjectionHealth, projection_health
 from ._url import DatabaseURL, parse_url
 from .adapters._shared import checkpoint_names
 from .adapters.base import AdapterStore, Backend, CheckpointRow
 from .connections import DriverConnection
+from .errors import SchemaError
 from .projection.config import ProcessorConfig
+from .projection.parking import ParkedEvent, parked_table
 from .projection.processor import Processor
 from .store import StoreConfig
 
@@ -258,55 +260,78 @@ class Database(Generic[TxT]):
             return head, await self.store.list_checkpoints(tx)
 
     async def reset_projection(self, name: str) -> int:
-        """Delete the checkpoints of projection ``name`` (all its partitions), so its next
-        run starts from the beginning; how many rows went.
+        """Delete the checkpoints of projection ``name`` (all its partitions), and the
+        events it parked, so its next run starts from the beginning; how many checkpoint
+        rows went.
 
-        Clear the read model in the same breath: the events will be handled again.
-        Stop the projection's workers first.
+        Clear the read model in the same breath: the events will be handled again (and
+        parked again if they still fail). Stop the projection's workers first.
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"projection name must be a non-empty string, got {name!r}")
         async with self.transaction() as tx:
             rows = await self.store.list_checkpoints(tx)
+            parked = await self.store.parked.summary(tx)
+            await self.store.parked.delete(tx, checkpoint_names(sorted(parked), name))
             names = checkpoint_names([row.name for row in rows], name)
             return await self.store.delete_checkpoints(tx, names) if names else 0
 
-    async def health(self, *, stale_after: float = 60.0) -> HealthReport:
+    async def parked_events(self, projection: str | None = None) -> list[ParkedEvent]:
+        """The events projections parked (``OnFailure.PARK``), in log order: every
+        projection's, or only those of ``projection`` (all its partitions).
+
+        Raises:
+            SchemaError: the parked events table is missing: run :meth:`migrate`.
+        """
+        if projection is not None and (not isinstance(projection, str) or not projection):
+            raise ValueError(f"projection must be a non-empty str or None, got {projection!r}")
+        async with self.transaction() as tx:
+            if projection is None:
+                return await self.store.parked.events(tx)
+            summary = await self.store.parked.summary(tx)
+            found: list[ParkedEvent] = []
+            for checkpoint in checkpoint_names(sorted(summary), projection):
+                found += await self.store.parked.events(tx, checkpoint)
+        return sorted(found, key=lambda parked: (parked.global_position, parked.checkpoint))
+
+    async def health(
+        self, projections: Sequence[str] | None = None, *, stale_after: float = 60.0
+    ) -> HealthReport:
         """How the database and its projections are doing; never raises for a database
         that does not answer (``reachable`` is then False).
 
+        A projection whose runner in this process stopped on an error is reported
+        stopped, with that error, at once; one that runs elsewhere is judged by its
+        checkpoint. Parked events are counted but leave a projection healthy.
+
         Args:
+            projections: Report only these projections (each with all its partitions,
+                matched exactly), for an application that runs them: one without a
+                checkpoint yet is reported at position 0. Every checkpoint when omitted.
             stale_after: A projection behind the head whose checkpoint has not moved for
                 this many seconds is reported as not progressing.
         """
+        if isinstance(projections, str):
+            raise TypeError(
+                f"projections must be a list of names, not one str: "
+                f"use projections=[{projections!r}]"
+            )
         loop = asyncio.get_running_loop()
         started = loop.time()
         head: int | None = None
-        projections: list[ProjectionHealth] = []
+        found: list[ProjectionHealth] = []
         error = None
         try:
             head, rows = await self._head_and_checkpoints()
             latency = loop.time() - started
             if self._schema_notes is None:
                 self._schema_notes = await self._backend.inspect_schema()
-            now = datetime.now(UTC)
-            for row in rows:
-                lag = max(head - row.position, 0)
-                fresh = row.updated_at is not None and (
-                    (now - row.updated_at).total_seconds() < stale_after
-                )
-                projections.append(
-                    ProjectionHealth(
-                        name=row.name,
-                        position=row.position,
-                        lag=lag,
-                        updated_at=row.updated_at,
-                        leased=await self._backend.lease_held(row.name),
-                        progressing=lag == 0 or fresh,
-                    )
-                )
+            parked = await self._parked_summary()
+            found = await projection_health(
+                self._backend, head, rows, parked, projections, stale_after
+            )
         except Exception as err:  # a health check reports trouble; it does not raise it
-            head, projections, error = None, [], " ".join(str(err).split())
+            head, found, error = None, [], " ".join(str(err).split())
             latency = loop.time() - started
         return HealthReport(
             reachable=error is None,
@@ -314,11 +339,26 @@ class Database(Generic[TxT]):
             location=self.location,
             latency=latency,
             head_position=head,
-            projections=projections,
+            projections=found,
             pending_holes=self.store.pending_holes(),
             error=error,
             schema_notes=list(self._schema_notes or []),
         )
+
+    async def _parked_summary(self) -> dict[str, tuple[int, str]]:
+        """Parked events per checkpoint; none, with a schema note, if the table is missing
+        (tables migrated by an earlier version)."""
+        try:
+            async with self.transaction() as tx:
+                return await self.store.parked.summary(tx)
+        except SchemaError:
+            note = (
+                f"the parked events table {parked_table(self.store.config)} is missing: "
+                "run migrate() before projections park events"
+            )
+            if self._schema_notes is not None and note not in self._schema_notes:
+                self._schema_notes.append(note)
+            return {}
 
     async def close(self) -> None:
         """Close every connection. Closing twice is harmless."""
@@ -358,89 +398,6 @@ class ProjectionStatus:
     head: int
     lag: int
     updated_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectionHealth:
-    """One projection checkpoint's health.
-
-    Attributes:
-        name: The checkpoint's name.
-        position: Its last processed position.
-        lag: Positions behind the head of the log.
-        updated_at: When it last moved.
-        leased: Whether a worker (in any process) holds its lease; ``None`` on SQLite,
-            which has no leases.
-        progressing: Caught up, or moved within ``stale_after`` seconds.
-    """
-
-    name: str
-    position: int
-    lag: int
-    updated_at: datetime | None
-    leased: bool | None
-    progressing: bool
-
-
-@dataclass(frozen=True, slots=True)
-class HealthReport:
-    """What ``Database.health()`` found.
-
-    Attributes:
-        reachable: Whether the database answered.
-        dialect: ``"postgres"``, ``"sqlite"`` or ``"mysql"``.
-        location: Where it is (no password).
-        latency: Seconds the check took.
-        head_position: The highest committed position, when reachable.
-        projections: Every checkpoint, by name.
-        pending_holes: Holes in the log this process's readers wait on, with their age.
-        error: Why it was not reachable.
-        schema_notes: What the tables lack for the library's guarantees (a missing
-            registration trigger, a case-insensitive collation of a Go-made table).
-    """
-
-    reachable: bool
-    dialect: str
-    location: str
-    latency: float
-    head_position: int | None
-    projections: list[ProjectionHealth]
-    pending_holes: list[PendingHole]
-    error: str | None
-    schema_notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """Reachable, and every projection progressing."""
-        return self.reachable and all(p.progressing for p in self.projections)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The report as plain JSON-ready data (for a ``/health`` endpoint)."""
-        return {
-            "ok": self.ok,
-            "reachable": self.reachable,
-            "dialect": self.dialect,
-            "location": self.location,
-            "latency_ms": round(self.latency * 1000, 3),
-            "head_position": self.head_position,
-            "error": self.error,
-            "projections": [
-                {
-                    "name": p.name,
-                    "position": p.position,
-                    "lag": p.lag,
-                    "updated_at": None if p.updated_at is None else p.updated_at.isoformat(),
-                    "leased": p.leased,
-                    "progressing": p.progressing,
-                }
-                for p in self.projections
-            ],
-            "pending_holes": [
-                {"first": h.first_position, "last": h.last_position, "age_s": round(h.age, 3)}
-                for h in self.pending_holes
-            ],
-            "schema_notes": list(self.schema_notes),
-        }
 
 
 class Connecting(Generic[TxT]):

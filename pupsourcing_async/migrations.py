@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from .projection.parking import parked_table
 from .snapshots import snapshots_table
 from .store import StoreConfig
 
@@ -320,12 +321,62 @@ def _mysql_snapshots(c: StoreConfig) -> list[str]:
     ]
 
 
+# Parked events (see pupsourcing_async.projection.parking): the events projections stepped
+# over, one row per checkpoint and event. Rows are few; the key is all they need.
+
+
+def _postgres_parked(c: StoreConfig) -> list[str]:
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {parked_table(c)} (
+    checkpoint TEXT NOT NULL,
+    global_position BIGINT NOT NULL,
+    event_id UUID NOT NULL,
+    event_type TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INT NOT NULL DEFAULT 1,
+    parked_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    PRIMARY KEY (checkpoint, global_position)
+)"""
+    ]
+
+
+def _sqlite_parked(c: StoreConfig) -> list[str]:
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {parked_table(c)} (
+    checkpoint TEXT NOT NULL,
+    global_position INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    parked_at TEXT NOT NULL DEFAULT (datetime('now')),
+    PRIMARY KEY (checkpoint, global_position)
+)"""
+    ]
+
+
+def _mysql_parked(c: StoreConfig) -> list[str]:
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {parked_table(c)} (
+    checkpoint {MYSQL_IDENTITY},
+    global_position BIGINT NOT NULL,
+    event_id BINARY(16) NOT NULL,
+    event_type {MYSQL_IDENTITY},
+    error TEXT NOT NULL,
+    attempts INT NOT NULL DEFAULT 1,
+    parked_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    PRIMARY KEY (checkpoint, global_position)
+) {MYSQL_TABLE_OPTIONS}"""
+    ]
+
+
 _BUILDERS = {"postgres": _postgres, "sqlite": _sqlite, "mysql": _mysql}
 _SNAPSHOT_BUILDERS = {
     "postgres": _postgres_snapshots,
     "sqlite": _sqlite_snapshots,
     "mysql": _mysql_snapshots,
 }
+_PARKED_BUILDERS = {"postgres": _postgres_parked, "sqlite": _sqlite_parked, "mysql": _mysql_parked}
 
 
 def schema_statements(dialect: Dialect, config: StoreConfig | None = None) -> list[str]:
@@ -338,7 +389,7 @@ def schema_statements(dialect: Dialect, config: StoreConfig | None = None) -> li
     if builder is None:
         raise ValueError(f"unknown dialect {dialect!r}: expected one of {', '.join(_BUILDERS)}")
     config = config or StoreConfig()
-    return builder(config) + _SNAPSHOT_BUILDERS[dialect](config)
+    return builder(config) + _SNAPSHOT_BUILDERS[dialect](config) + _PARKED_BUILDERS[dialect](config)
 
 
 def schema_sql(dialect: Dialect, config: StoreConfig | None = None) -> str:

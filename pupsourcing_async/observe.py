@@ -19,9 +19,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from . import es
 from .log import get_logger
+
+if TYPE_CHECKING:
+    from .projection.parking import ParkedEvent
 
 __all__ = ["AppendObservation", "BatchObservation", "Observer"]
 
@@ -119,6 +123,9 @@ class Observer:
 
     def failure(self, projection: str, checkpoint: str, error: BaseException) -> None:
         """A projection stopped on an error."""
+
+    def parked(self, projection: str, checkpoint: str, event: ParkedEvent) -> None:
+        """A projection parked an event (``OnFailure.PARK``); told once its batch committed."""
 
 
 def prepare_all(observers: Sequence[Observer], events: Sequence[es.Event]) -> Sequence[es.Event]:

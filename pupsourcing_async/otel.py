@@ -10,6 +10,8 @@ db = await connect(url, store_config=StoreConfig(observers=(OpenTelemetryObserve
 - Every append runs in a span ``pupsourcing.append`` and every projection batch in a span
   ``pupsourcing.projection.batch``, with the aggregate or projection as attributes and the
   error recorded when one occurs.
+- Every event a projection parks is a span ``pupsourcing.projection.parked`` of its own,
+  with status ERROR and the event, its error and attempts as attributes.
 - An event appended without a ``trace_id`` gets the current span's trace id (32 hex
   digits), so the trace that caused an event can be found from the event.
 """
@@ -25,6 +27,7 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer, TracerProvider
 
 from . import es
 from .observe import AppendObservation, BatchObservation, Observer
+from .projection.parking import ParkedEvent
 
 __all__ = ["OpenTelemetryObserver"]
 
@@ -97,6 +100,22 @@ class OpenTelemetryObserver(Observer):
                 yield
             finally:
                 _finish_batch(span, observation)
+
+    def parked(self, projection: str, checkpoint: str, event: ParkedEvent) -> None:
+        """Record the parked event as a ``pupsourcing.projection.parked`` span."""
+        with self._tracer.start_as_current_span(
+            "pupsourcing.projection.parked",
+            attributes={
+                "pupsourcing.projection": projection,
+                "pupsourcing.checkpoint": checkpoint,
+                "pupsourcing.global_position": event.global_position,
+                "pupsourcing.event_id": str(event.event_id),
+                "pupsourcing.event_type": event.event_type,
+                "pupsourcing.attempts": event.attempts,
+                "pupsourcing.error": event.error,
+            },
+        ) as span:
+            span.set_status(Status(StatusCode.ERROR, event.error))
 
 
 def _finish_append(span: Span, observation: AppendObservation) -> None:

@@ -26,10 +26,12 @@ projection names and partitions, never from aggregate ids, so cardinality stays 
 | ``pupsourcing_projection_lease_held`` | gauge | projection, partition |
 | ``pupsourcing_projection_retries_total`` | counter | projection, partition |
 | ``pupsourcing_projection_failures_total`` | counter | projection, partition |
+| ``pupsourcing_projection_events_parked_total`` | counter | projection, partition |
 
 ``lag_events`` is the head of the log minus the projection's checkpoint after each batch;
 ``lag_seconds`` is the age of the oldest event it had not processed when the batch began
-(0 once it is caught up).
+(0 once it is caught up). ``events_parked`` counts the events projections stepped over
+(``OnFailure.PARK``); alert on any increase.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from .errors import OptimisticConcurrencyError
 from .observe import AppendObservation, BatchObservation, Observer
+from .projection.parking import ParkedEvent
 
 __all__ = ["PrometheusObserver"]
 
@@ -117,6 +120,9 @@ class PrometheusObserver(Observer):
             "projection_retries", "Batches retried after a passing failure.", _PROJECTION
         )
         self.failures = counter("projection_failures", "Projections that stopped.", _PROJECTION)
+        self.parked_events = counter(
+            "projection_events_parked", "Events projections parked after failing.", _PROJECTION
+        )
 
     @contextmanager
     def observe_append(self, observation: AppendObservation) -> Iterator[None]:
@@ -168,6 +174,10 @@ class PrometheusObserver(Observer):
     def failure(self, projection: str, checkpoint: str, error: BaseException) -> None:
         """Count a stopped projection."""
         self.failures.labels(projection, _partition(projection, checkpoint)).inc()
+
+    def parked(self, projection: str, checkpoint: str, event: ParkedEvent) -> None:
+        """Count a parked event."""
+        self.parked_events.labels(projection, _partition(projection, checkpoint)).inc()
 
 
 def _partition(projection: str, checkpoint: str) -> str:

@@ -1,7 +1,10 @@
 """A projection worker process for the crash tests: ``python -m tests.projection_worker``.
 
 Runs a continuous processor that copies every event into a read model table, slowly
-enough that a kill lands in the middle of a batch.
+enough that a kill lands in the middle of a batch. With ``--poison`` it fails on events of
+type ``Poison`` and parks them (``OnFailure.PARK``); with ``--hang-at POS`` it prints
+``hanging`` once it has handled the event at POS and waits there, its batch not yet
+committed, for the kill.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 
 import pupsourcing_async
 from pupsourcing_async import StoreConfig, es
-from pupsourcing_async.projection import ProcessorConfig
+from pupsourcing_async.projection import OnFailure, ProcessorConfig
 
 from .conftest import RawSQL
 
@@ -22,12 +25,24 @@ class Copier:
 
     name = "copier"
 
-    def __init__(self, dialect: str, table: str, delay: float) -> None:
+    def __init__(
+        self,
+        dialect: str,
+        table: str,
+        delay: float,
+        *,
+        poison: bool = False,
+        hang_at: int | None = None,
+    ) -> None:
         self.raw = RawSQL(dialect)
         self.table = table
         self.delay = delay
+        self.poison = poison
+        self.hang_at = hang_at
 
     async def handle(self, tx: Any, event: es.PersistedEvent) -> None:
+        if self.poison and event.event_type == "Poison":
+            raise ValueError(f"cannot copy event {event.global_position}")
         await self.raw.execute(
             tx,
             f"INSERT INTO {self.table} (event_id, aggregate_id, global_position) VALUES (?, ?, ?)",
@@ -35,6 +50,9 @@ class Copier:
             event.aggregate_id,
             event.global_position,
         )
+        if event.global_position == self.hang_at:
+            print("hanging", flush=True)
+            await asyncio.Event().wait()
         await asyncio.sleep(self.delay)
 
 
@@ -44,6 +62,8 @@ async def main() -> None:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--table", required=True)
     parser.add_argument("--delay", type=float, default=0.002)
+    parser.add_argument("--poison", action="store_true")
+    parser.add_argument("--hang-at", type=int)
     args = parser.parse_args()
     config = StoreConfig(
         events_table=f"{args.prefix}_events",
@@ -51,9 +71,14 @@ async def main() -> None:
         checkpoints_table=f"{args.prefix}_checkpoints",
     )
     async with pupsourcing_async.connect(args.url, store_config=config) as db:
-        projection = Copier(db.dialect, args.table, args.delay)
+        projection = Copier(
+            db.dialect, args.table, args.delay, poison=args.poison, hang_at=args.hang_at
+        )
+        on_failure = OnFailure.PARK if args.poison else OnFailure.STOP
         processor = db.processor(
-            ProcessorConfig(batch_size=20, poll_interval=0.01, max_poll_interval=0.2)
+            ProcessorConfig(
+                batch_size=20, poll_interval=0.01, max_poll_interval=0.2, on_failure=on_failure
+            )
         )
         print("ready", flush=True)
         await processor.run(projection)

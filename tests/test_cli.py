@@ -301,8 +301,10 @@ def test_projections_status_and_reset(
 
     assert main(["projections", "status", "--url", demo_db]) == 0
     assert "no projection has a checkpoint" in capsys.readouterr().out
-    assert main(["projections", "reset", "account_balances", "--url", demo_db, "--yes"]) == 0
-    assert "nothing to reset" in capsys.readouterr().out
+    # A name without a checkpoint (gone, or mistyped) is a failure a script can see.
+    assert main(["projections", "reset", "account_balances", "--url", demo_db, "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: projection account_balances has no checkpoint: nothing to reset\n"
 
 
 @pytest.mark.parametrize(
@@ -315,6 +317,9 @@ def test_projections_status_and_reset(
         ["projections"],
         ["projections", "status"],
         ["projections", "reset"],
+        ["projections", "parked"],
+        ["projections", "retry"],
+        ["worker"],
         ["eventmap-gen"],
         ["eventmap-check"],
     ],
@@ -359,6 +364,18 @@ def test_migrate_gen_writes_the_snapshots_table(tmp_path: Path, adapter: str) ->
     assert result.returncode == 0, result.stderr
     [written] = list(tmp_path.iterdir())
     assert "CREATE TABLE IF NOT EXISTS bill_snapshots" in written.read_text()
+
+
+@pytest.mark.parametrize("adapter", ["postgres", "mysql", "sqlite"])
+def test_migrate_gen_writes_the_parked_events_table(tmp_path: Path, adapter: str) -> None:
+    result = _run(
+        "migrate-gen", "--adapter", adapter, "--output", str(tmp_path), "--events-table", "bill"
+    )
+    assert result.returncode == 0, result.stderr
+    [written] = list(tmp_path.iterdir())
+    sql = written.read_text()
+    assert "CREATE TABLE IF NOT EXISTS bill_parked" in sql
+    assert "PRIMARY KEY (checkpoint, global_position)" in sql
 
 
 def _table_options(config: pupsourcing_async.StoreConfig) -> list[str]:

@@ -28,7 +28,7 @@ from pupsourcing_async import (
 )
 from pupsourcing_async.observe import AppendObservation, BatchObservation, Observer
 from pupsourcing_async.otel import OpenTelemetryObserver
-from pupsourcing_async.projection import ProcessorConfig, RunMode
+from pupsourcing_async.projection import OnFailure, ParkedEvent, ProcessorConfig, RunMode
 from pupsourcing_async.prometheus import PrometheusObserver
 from pupsourcing_async.testing import unique_store_config
 
@@ -396,3 +396,64 @@ def test_the_integrations_load_only_when_imported() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- parked events ---------------------------------------------------------------------------
+
+
+async def test_a_parked_event_is_counted_traced_and_logged(
+    observed: Any,
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    provider, exporter = spans
+    registry = CollectorRegistry()
+    told: list[tuple[str, str, ParkedEvent]] = []
+
+    class Told(Observer):
+        def parked(self, projection: str, checkpoint: str, event: ParkedEvent) -> None:
+            told.append((projection, checkpoint, event))
+
+    db = await observed(PrometheusObserver(registry), OpenTelemetryObserver(provider), Told())
+    await append(db, es.NoStream(), make_event(), make_event(event_type="Poison"))
+    config = ProcessorConfig(
+        run_mode=RunMode.ONE_OFF, on_failure=OnFailure.PARK, handler_attempts=2
+    )
+    with caplog.at_level(logging.INFO, logger="pupsourcing_async.projection"):
+        await db.processor(config).run(Counting(fail_on="Poison"))
+
+    [(projection, checkpoint, event)] = told
+    assert (projection, checkpoint, event.global_position, event.attempts) == (
+        "counting",
+        "counting",
+        2,
+        2,
+    )
+    assert event.error == "RuntimeError: poisoned"
+    labels = {"projection": "counting", "partition": "0"}
+    assert registry.get_sample_value("pupsourcing_projection_events_parked_total", labels) == 1
+    assert registry.get_sample_value("pupsourcing_projection_failures_total", labels) is None
+
+    [span] = _named(exporter, "pupsourcing.projection.parked")
+    assert span.status.status_code is StatusCode.ERROR
+    attributes = dict(span.attributes or {})
+    assert attributes["pupsourcing.global_position"] == 2
+    assert attributes["pupsourcing.event_type"] == "Poison"
+    assert attributes["pupsourcing.error"] == "RuntimeError: poisoned"
+    # It belongs to the batch that parked the event.
+    batch = next(
+        b
+        for b in _named(exporter, "pupsourcing.projection.batch")
+        if b.context is not None
+        and span.parent is not None
+        and b.context.span_id == span.parent.span_id
+    )
+    assert dict(batch.attributes or {})["pupsourcing.to_position"] == 2
+
+    replayed = [r for r in caplog.records if r.getMessage().startswith("handler failed; replay")]
+    assert len(replayed) == 1
+    [parked] = [r for r in caplog.records if r.getMessage().startswith("event parked")]
+    assert parked.levelno == logging.ERROR
+    assert parked.__dict__["global_position"] == 2
+    assert parked.__dict__["attempts"] == 2
+    assert parked.__dict__["event_id"] == str(event.event_id)

@@ -17,7 +17,7 @@ import pytest
 
 import pupsourcing_async
 from pupsourcing_async import Database, es
-from pupsourcing_async.projection import ProcessorConfig, RunMode
+from pupsourcing_async.projection import OnFailure, ProcessorConfig, RunMode
 
 from .conftest import RawSQL, ReadModel, Recorder, _Containers, append_many, make_event
 
@@ -29,7 +29,9 @@ async def _checkpoint(db: Database, name: str) -> int:
         return await db.store.get_checkpoint(tx, name)
 
 
-async def _start_worker(url: str, db: Database, table: str) -> asyncio.subprocess.Process:
+async def _start_worker(
+    url: str, db: Database, table: str, *options: str
+) -> asyncio.subprocess.Process:
     prefix = db.store.config.events_table.removesuffix("_events")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -41,6 +43,7 @@ async def _start_worker(url: str, db: Database, table: str) -> asyncio.subproces
         prefix,
         "--table",
         table,
+        *options,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -80,6 +83,54 @@ async def test_workers_killed_mid_run_lose_and_double_nothing(
     rows = await read_model.rows()
     assert [event_id for event_id, _ in rows] == [str(e.event_id) for e in stored]
     assert len({event_id for event_id, _ in rows}) == len(stored)
+
+
+async def test_workers_killed_between_handling_and_commit_with_parking_lose_and_double_nothing(
+    db: Database, read_model: ReadModel, url: str
+) -> None:
+    stored: list[es.PersistedEvent] = []
+    for index in range(300):
+        kind = "Poison" if index % 25 == 9 else "MoneyDeposited"
+        stored += await append_many(db, 1, event_type=kind)
+    poison = [e.global_position for e in stored if e.event_type == "Poison"]
+    good = [e.global_position for e in stored if e.event_type != "Poison"]
+    assert poison[0] == 10
+
+    async def committed() -> tuple[int, list[int], list[int]]:
+        position = await _checkpoint(db, "copier")
+        rows = [p for _, p in await read_model.rows()]
+        parked = [p.global_position for p in await db.parked_events("copier")]
+        # The read model and the parked events are exactly what the checkpoint covers.
+        assert rows == [p for p in good if p <= position]
+        assert parked == [p for p in poison if p <= position]
+        return position, rows, parked
+
+    # Killed once the first batch (1-20) has parked event 10 and handled 1-15, before it
+    # commits: nothing of that batch remains.
+    worker = await _start_worker(url, db, read_model.table, "--poison", "--hang-at", "15")
+    try:
+        assert worker.stdout is not None
+        line = await asyncio.wait_for(worker.stdout.readline(), 30)
+        assert line.strip() == b"hanging", line
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        await worker.wait()
+    assert await committed() == (0, [], [])
+
+    progress = []
+    for _ in range(3):
+        worker = await _start_worker(url, db, read_model.table, "--poison")
+        try:
+            await asyncio.sleep(random.uniform(0.1, 0.3))
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            await worker.wait()
+        progress.append((await committed())[0])
+    assert progress == sorted(progress)
+
+    config = ProcessorConfig(run_mode=RunMode.ONE_OFF, on_failure=OnFailure.PARK)
+    await db.processor(config).run(Recorder(read_model, name="copier", fail_on="Poison"))
+    assert await committed() == (stored[-1].global_position, good, poison)
 
 
 async def test_projecting_while_writers_race_skips_and_doubles_nothing(

@@ -32,10 +32,10 @@ async def _refuse() -> None:
 
 
 @asynccontextmanager
-async def fastapi_server(url: str, prefix: str) -> AsyncIterator[str]:
+async def fastapi_server(url: str, prefix: str, **options: Any) -> AsyncIterator[str]:
     from examples.fastapi_app import create_app
 
-    app = create_app(url, table_prefix=prefix)
+    app = create_app(url, table_prefix=prefix, **options)
     app.add_api_route("/refused-by-the-store", _refuse)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
@@ -54,14 +54,14 @@ async def fastapi_server(url: str, prefix: str) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def aiohttp_server(url: str, prefix: str) -> AsyncIterator[str]:
+async def aiohttp_server(url: str, prefix: str, **options: Any) -> AsyncIterator[str]:
     from examples.aiohttp_app import create_app
 
     async def refuse(request: web.Request) -> web.Response:
         await _refuse()
         raise AssertionError("unreachable")
 
-    app = create_app(url, table_prefix=prefix)
+    app = create_app(url, table_prefix=prefix, **options)
     app.router.add_get("/refused-by-the-store", refuse)
     runner = web.AppRunner(app)
     await runner.setup()  # runs the cleanup context: the store opens, the runner starts

@@ -55,9 +55,11 @@ async def play(session: aiohttp.ClientSession, base: str, events: int) -> None:
         print(f"GET  /metrics -> {answer.status}, {'; '.join(appended)}")
 
 
-async def serve_and_play(url: str | None, prefix: str, port: int, events: int) -> None:
+async def serve_and_play(
+    url: str | None, prefix: str, port: int, events: int, on_failure: str | None = None
+) -> None:
     """Serve on ``port`` (0: any free one), play the client, stop."""
-    runner = web.AppRunner(create_app(url, table_prefix=prefix))
+    runner = web.AppRunner(create_app(url, table_prefix=prefix, on_failure=on_failure))
     await runner.setup()  # runs the cleanup context up to its yield
     try:
         site = web.TCPSite(runner, "127.0.0.1", port)
@@ -77,12 +79,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.add_argument("--host", default="127.0.0.1")
     cli.add_argument("--port", type=int, help="default: 8080, or any free port with --events")
     cli.add_argument("--events", type=int, help="play a client making N deposits, then stop")
+    cli.add_argument(
+        "--on-failure",
+        choices=["stop", "park"],
+        help="what the projection runner does with an event it cannot handle: stop "
+        "(/health then answers 503) or park it and go on (default: $BANK_ON_FAILURE or stop)",
+    )
     args = cli.parse_args(argv)
     if args.events is not None:
-        asyncio.run(serve_and_play(args.url, args.table_prefix, args.port or 0, args.events))
+        asyncio.run(
+            serve_and_play(
+                args.url, args.table_prefix, args.port or 0, args.events, args.on_failure
+            )
+        )
         return 0
     web.run_app(
-        create_app(args.url, table_prefix=args.table_prefix), host=args.host, port=args.port or 8080
+        create_app(args.url, table_prefix=args.table_prefix, on_failure=args.on_failure),
+        host=args.host,
+        port=args.port or 8080,
     )
     return 0
 

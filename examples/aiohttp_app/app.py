@@ -4,7 +4,9 @@ The cleanup context opens the database, starts the projection runner as a task, 
 on shutdown cancels the runner (its batch in flight rolls back) and closes the database.
 Input is checked by the same rules as the FastAPI example's
 (``examples/common/validation.py``): a bad account id, owner or amount is a 422, and so
-is an event the store refuses (``InvalidEventError``).
+is an event the store refuses (``InvalidEventError``). A runner that stops on an event its
+handler cannot take makes writes and ``/health`` answer 503 with the reason at once; with
+``on_failure=OnFailure.PARK`` the event is parked instead (``GET /parked`` lists it).
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from pupsourcing_async import Database, InvalidEventError, OptimisticConcurrencyError, es
-from pupsourcing_async.projection import ProcessorConfig, run_projections
+from pupsourcing_async.projection import OnFailure, run_projections
 from pupsourcing_async.prometheus import PrometheusObserver
 
 from ..common import commands, validation
+from ..common import web as shared
 from ..common.bank import Balances
 from ..common.cli import Setup
 
@@ -39,9 +42,10 @@ log = logging.getLogger("examples.aiohttp_app")
 class Services:
     """What the handlers need, made in the cleanup context."""
 
-    def __init__(self, db: Database, balances: Balances) -> None:
+    def __init__(self, db: Database, balances: Balances, runner: asyncio.Task[None]) -> None:
         self.db = db
         self.balances = balances
+        self.runner = runner
 
     async def account(self, account_id: str) -> web.Response:
         rows = await self.balances.rows(self.db, [account_id])
@@ -54,10 +58,13 @@ class Services:
 
     async def after(self, account_id: str, result: es.AppendResult) -> web.Response:
         """The account once the projection has processed ``result``: read-your-writes."""
+        position = result.global_positions[-1]
         try:
-            await self.db.wait_for(result.global_positions[-1], projections=[PROJECTION], timeout=5)
+            await shared.wait_for(self.db, position, PROJECTION, self.runner, timeout=5)
         except TimeoutError:
             return error(504, "stored, but the read model has not caught up yet")
+        except shared.ReadModelStopped as err:
+            return error(503, f"stored, but {err}")
         return await self.account(account_id)
 
 
@@ -157,8 +164,13 @@ async def account(request: web.Request) -> web.Response:
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
-    report = await request.app[SERVICES].db.health()
-    return web.json_response(report.as_dict(), status=200 if report.ok else 503)
+    status, report = await shared.health(request.app[SERVICES].db, PROJECTION)
+    return web.json_response(report, status=status)
+
+
+@routes.get("/parked")
+async def parked(request: web.Request) -> web.Response:
+    return web.json_response(await shared.parked(request.app[SERVICES].db, PROJECTION))
 
 
 @routes.get("/metrics")
@@ -167,12 +179,17 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def create_app(url: str | None = None, *, table_prefix: str = "") -> web.Application:
+def create_app(
+    url: str | None = None, *, table_prefix: str = "", on_failure: OnFailure | str | None = None
+) -> web.Application:
     """The application on the database at ``url``.
 
     Without ``url``: ``PUPSOURCING_URL`` from the environment, or a SQLite file in a
-    temporary directory that lives as long as the application runs.
+    temporary directory that lives as long as the application runs. ``on_failure`` is
+    what the runner does with an event its handler keeps failing on (``BANK_ON_FAILURE``
+    when omitted, else stop).
     """
+    policy = shared.on_failure(on_failure)
     app = web.Application(middlewares=[refused_input])
     # A registry per application, so that several apps (tests) can live in one process.
     app[REGISTRY] = CollectorRegistry()
@@ -191,11 +208,11 @@ def create_app(url: str | None = None, *, table_prefix: str = "") -> web.Applica
             await db.migrate()
             balances = Balances(PROJECTION, where.table("aiohttp_balances"))
             await balances.create_table(db)
-            app[SERVICES] = Services(db, balances)
             runner = asyncio.create_task(
-                run_projections(db, [(balances, ProcessorConfig(max_poll_interval=1.0))]),
+                run_projections(db, [(balances, shared.runner_config(policy))]),
                 name="projections",
             )
+            app[SERVICES] = Services(db, balances, runner)
             try:
                 yield
             finally:

@@ -51,11 +51,16 @@ async def play(client: httpx.AsyncClient, events: int) -> None:
     print(f"GET  /metrics -> {answer.status_code}, {'; '.join(appended)}")
 
 
-async def serve_and_play(url: str | None, prefix: str, port: int, events: int) -> None:
+async def serve_and_play(
+    url: str | None, prefix: str, port: int, events: int, on_failure: str | None = None
+) -> None:
     """Serve on ``port`` (0: any free one), play the client, stop."""
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(url, table_prefix=prefix), host="127.0.0.1", port=port, log_level="warning"
+            create_app(url, table_prefix=prefix, on_failure=on_failure),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
         )
     )
     async with asyncio.TaskGroup() as group:
@@ -78,12 +83,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.add_argument("--host", default="127.0.0.1")
     cli.add_argument("--port", type=int, help="default: 8000, or any free port with --events")
     cli.add_argument("--events", type=int, help="play a client making N deposits, then stop")
+    cli.add_argument(
+        "--on-failure",
+        choices=["stop", "park"],
+        help="what the projection runner does with an event it cannot handle: stop "
+        "(/health then answers 503) or park it and go on (default: $BANK_ON_FAILURE or stop)",
+    )
     args = cli.parse_args(argv)
     if args.events is not None:
-        asyncio.run(serve_and_play(args.url, args.table_prefix, args.port or 0, args.events))
+        asyncio.run(
+            serve_and_play(
+                args.url, args.table_prefix, args.port or 0, args.events, args.on_failure
+            )
+        )
         return 0
     uvicorn.run(
-        create_app(args.url, table_prefix=args.table_prefix), host=args.host, port=args.port or 8000
+        create_app(args.url, table_prefix=args.table_prefix, on_failure=args.on_failure),
+        host=args.host,
+        port=args.port or 8000,
     )
     return 0
 

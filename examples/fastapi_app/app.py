@@ -5,7 +5,9 @@
   processed its event (``db.wait_for``), and answers from the read model, so the client
   reads its own write.
 - ``GET /accounts/{id}`` answers from the read model.
-- ``GET /health`` is ``db.health()``: 503 when the database or a projection is in trouble.
+- ``GET /health`` is ``db.health([PROJECTION])``: 503, with the reason, when the database
+  or the projection is in trouble (its runner stopped, say).
+- ``GET /parked`` lists the events the projection parked.
 - ``GET /metrics`` is the Prometheus text format.
 
 Input is checked by the rules in ``examples/common/validation.py``, the same as the
@@ -13,7 +15,10 @@ aiohttp example's: a bad account id, owner or amount is a 422, and so is an even
 store refuses (``InvalidEventError``).
 
 The projection runner lives in the lifespan: a task started after the database opens
-and cancelled (its batch in flight rolled back) before it closes.
+and cancelled (its batch in flight rolled back) before it closes. An event its handler
+cannot take stops it (``OnFailure.STOP``: writes and ``/health`` then answer 503 with the
+reason), or, with ``on_failure=OnFailure.PARK`` (or ``BANK_ON_FAILURE=park``), is parked
+and the runner goes on.
 """
 
 from __future__ import annotations
@@ -34,10 +39,10 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 import pupsourcing_async
 from pupsourcing_async import Database, es
-from pupsourcing_async.projection import ProcessorConfig, run_projections
+from pupsourcing_async.projection import OnFailure, run_projections
 from pupsourcing_async.prometheus import PrometheusObserver
 
-from ..common import commands, validation
+from ..common import commands, validation, web
 from ..common.bank import Balances
 from ..common.cli import Setup
 
@@ -75,9 +80,10 @@ class Account(BaseModel):
 class Services:
     """What the endpoints need, made in the lifespan."""
 
-    def __init__(self, db: Database, balances: Balances) -> None:
+    def __init__(self, db: Database, balances: Balances, runner: asyncio.Task[None]) -> None:
         self.db = db
         self.balances = balances
+        self.runner = runner
 
     async def account(self, account_id: str) -> Account:
         rows = await self.balances.rows(self.db, [account_id])
@@ -88,10 +94,13 @@ class Services:
 
     async def after(self, account_id: str, result: es.AppendResult) -> Account:
         """The account once the projection has processed ``result``: read-your-writes."""
+        position = result.global_positions[-1]
         try:
-            await self.db.wait_for(result.global_positions[-1], projections=[PROJECTION], timeout=5)
+            await web.wait_for(self.db, position, PROJECTION, self.runner, timeout=5)
         except TimeoutError as err:
             raise HTTPException(504, "stored, but the read model has not caught up yet") from err
+        except web.ReadModelStopped as err:
+            raise HTTPException(503, f"stored, but {err}") from err
         return await self.account(account_id)
 
 
@@ -104,12 +113,17 @@ def services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-def create_app(url: str | None = None, *, table_prefix: str = "") -> FastAPI:
+def create_app(
+    url: str | None = None, *, table_prefix: str = "", on_failure: OnFailure | str | None = None
+) -> FastAPI:
     """The application on the database at ``url``.
 
     Without ``url``: ``PUPSOURCING_URL`` from the environment, or a SQLite file in a
-    temporary directory that lives as long as the application runs.
+    temporary directory that lives as long as the application runs. ``on_failure`` is
+    what the runner does with an event its handler keeps failing on (``BANK_ON_FAILURE``
+    when omitted, else stop).
     """
+    policy = web.on_failure(on_failure)
     # A registry per application, so that several apps (tests) can live in one process.
     registry = CollectorRegistry()
     metrics = PrometheusObserver(registry)
@@ -128,11 +142,10 @@ def create_app(url: str | None = None, *, table_prefix: str = "") -> FastAPI:
             await db.migrate()
             balances = Balances(PROJECTION, where.table("api_balances"))
             await balances.create_table(db)
-            app.state.services = Services(db, balances)
             runner = asyncio.create_task(
-                run_projections(db, [(balances, ProcessorConfig(max_poll_interval=1.0))]),
-                name="projections",
+                run_projections(db, [(balances, web.runner_config(policy))]), name="projections"
             )
+            app.state.services = Services(db, balances, runner)
             try:
                 yield
             finally:
@@ -186,8 +199,12 @@ def create_app(url: str | None = None, *, table_prefix: str = "") -> FastAPI:
 
     @app.get("/health")
     async def health(svc: ServicesDep) -> JSONResponse:
-        report = await svc.db.health()
-        return JSONResponse(report.as_dict(), status_code=200 if report.ok else 503)
+        status, report = await web.health(svc.db, PROJECTION)
+        return JSONResponse(report, status_code=status)
+
+    @app.get("/parked")
+    async def parked(svc: ServicesDep) -> JSONResponse:
+        return JSONResponse(await web.parked(svc.db, PROJECTION))
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .. import es
 from .._holes import PendingHole
@@ -18,6 +18,9 @@ from .._signals import Signal, Watch
 from ..log import Logger
 from ..snapshots import SnapshotStore
 from ..store import EventStore
+
+if TYPE_CHECKING:
+    from ..projection.parking import ParkedStore
 
 __all__ = ["AdapterStore", "Backend", "BackendBase", "CheckpointRow", "Lease", "News"]
 
@@ -45,6 +48,11 @@ class AdapterStore(EventStore[Any], Protocol):
     @property
     def snapshots(self) -> SnapshotStore[Any]:
         """The aggregate snapshots kept beside the events."""
+        ...
+
+    @property
+    def parked(self) -> ParkedStore:
+        """The events projections parked (``OnFailure.PARK``)."""
         ...
 
     def pending_holes(self) -> list[PendingHole]:

@@ -15,13 +15,16 @@ await db.processor(ProcessorConfig(run_mode=RunMode.ONE_OFF)).run(Balances())
 from __future__ import annotations
 
 from .base import Projection, ScopedProjection
-from .config import ProcessorConfig, RunMode
+from .config import OnFailure, ProcessorConfig, RunMode
+from .parking import ParkedEvent
 from .partitioning import HashPartitionStrategy, PartitionStrategy, fnv1a_32
 from .processor import Processor
 from .runner import run_projections
 
 __all__ = [
     "HashPartitionStrategy",
+    "OnFailure",
+    "ParkedEvent",
     "PartitionStrategy",
     "ProcessorConfig",
     "Processor",

@@ -63,7 +63,9 @@ class Projection(Protocol[TxT_contra]):
     in the batch's transaction, before the checkpoint is written; raising fails the
     batch as a ``handle`` failure does (rolled back, retried when transient or
     retryable, else a ``ProjectionError`` naming the batch's first event). ``handle``
-    must still work for a single event: it is what runs an event on its own.
+    must still work for a single event: it is what runs an event on its own, and what
+    runs a failed batch event by event under ``OnFailure.PARK`` to find the event to
+    park.
     """
 
     @property

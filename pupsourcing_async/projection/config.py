@@ -1,4 +1,4 @@
-"""How a processor runs: batch size, partition, polling, retries."""
+"""How a processor runs: batch size, partition, polling, retries, handler failures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ..log import Logger
 from .partitioning import HashPartitionStrategy, PartitionStrategy
 
-__all__ = ["ProcessorConfig", "RunMode"]
+__all__ = ["OnFailure", "ProcessorConfig", "RunMode"]
 
 
 class RunMode(enum.Enum):
@@ -18,6 +18,17 @@ class RunMode(enum.Enum):
     CONTINUOUS = "continuous"
     #: Return once caught up: nothing more to read and no hole pending (tests, backfills).
     ONE_OFF = "one_off"
+
+
+class OnFailure(enum.Enum):
+    """What a processor does with an event its handler keeps failing on."""
+
+    #: Stop: raise ``ProjectionError``, the batch rolled back. A bug or bad data needs a
+    #: person; the projection resumes at that event once it runs again.
+    STOP = "stop"
+    #: Park the event (``<events_table>_parked``), move the checkpoint past it in the same
+    #: transaction, and go on with the events after it.
+    PARK = "park"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +55,13 @@ class ProcessorConfig:
         max_retries: Consecutive failed attempts after which the processor gives up with
             ``ProjectionStoppedError``; ``None`` retries forever.
         lease_poll_interval: How often a worker waiting for another's lease tries again.
+        on_failure: What to do once the handler has failed ``handler_attempts`` times on
+            one event: ``OnFailure.STOP`` (raise ``ProjectionError``) or
+            ``OnFailure.PARK`` (record the event as parked and go on). Passing database
+            troubles and the projection's ``retryable_errors`` are retried instead, never
+            parked.
+        handler_attempts: Tries of a failing event, each a replay of its batch (rolled
+            back every time, replayed at once), before ``on_failure`` applies.
     """
 
     batch_size: int = 100
@@ -60,6 +78,8 @@ class ProcessorConfig:
     retry_max_delay: float = field(default=30.0, kw_only=True)
     max_retries: int | None = field(default=None, kw_only=True)
     lease_poll_interval: float = field(default=0.5, kw_only=True)
+    on_failure: OnFailure = field(default=OnFailure.STOP, kw_only=True)
+    handler_attempts: int = field(default=1, kw_only=True)
 
     def __post_init__(self) -> None:
         def whole(name: str, value: object, low: int) -> None:
@@ -99,6 +119,9 @@ class ProcessorConfig:
             raise ValueError(f"run_mode must be a RunMode, got {self.run_mode!r}")
         if self.max_retries is not None:
             whole("max_retries", self.max_retries, 0)
+        if not isinstance(self.on_failure, OnFailure):
+            raise ValueError(f"on_failure must be an OnFailure, got {self.on_failure!r}")
+        whole("handler_attempts", self.handler_attempts, 1)
         if not callable(getattr(self.partition_strategy, "should_process", None)):
             raise ValueError(
                 f"partition_strategy must have should_process(), got {self.partition_strategy!r}"

@@ -27,6 +27,8 @@ from ..log import Logger, get_logger
 from ..observe import BatchObservation, notify, observing
 from .base import Projection, check_projection_name
 from .config import ProcessorConfig, RunMode
+from .parking import Parking, parking_for, retry_parked
+from .runs import runs_of
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
@@ -83,8 +85,9 @@ class Processor(Generic[TxT]):
         released before ``CancelledError`` propagates.
 
         Raises:
-            ProjectionError: the handler raised; the batch was rolled back. The handler's
-                exception is ``__cause__``.
+            ProjectionError: the handler raised (``handler_attempts`` times, with
+                ``OnFailure.STOP``); the batch was rolled back. The handler's exception
+                is ``__cause__``.
             ProjectionStoppedError: passing database troubles outlasted ``max_retries``.
         """
         name = check_projection_name(_projection_name(projection))
@@ -92,7 +95,9 @@ class Processor(Generic[TxT]):
         config = self._config
         observers = self._backend.store.config.observers
         streak = _Streak()
-        async with self._backend.news() as news:
+        parking = parking_for(config, self._backend, self._log, name, checkpoint)
+        runs = runs_of(self._backend.store)
+        async with runs.running(name, checkpoint), self._backend.news() as news:
             while True:
                 try:
                     async with self._backend.lease(
@@ -102,7 +107,7 @@ class Processor(Generic[TxT]):
                         notify(observers, "lease", name, checkpoint, True)
                         try:
                             if await self._process(
-                                lease, news, projection, name, checkpoint, streak
+                                lease, news, projection, name, checkpoint, streak, parking
                             ):
                                 return
                         finally:
@@ -126,6 +131,24 @@ class Processor(Generic[TxT]):
                     cause = err
                 streak.failures += 1
                 await self._pause_or_stop(name, checkpoint, cause, streak.failures)
+
+    async def retry_parked(self, projection: Projection[TxT]) -> int:
+        """Run the parked events of ``projection`` (every partition's) through it again,
+        oldest first, each in a transaction of its own that also deletes its record;
+        how many it handled.
+
+        One that fails again stays parked, its attempts counted and its error updated.
+        The events run out of their order in the log (after those that came later), and
+        while the projection's workers may run: each is handled at most once, even with
+        two retries at once.
+
+        Raises:
+            StoreUnavailableError: the database did not answer; what was not handled yet
+                stays parked (so on any passing database trouble, such as a
+                ``TransactionRolledBackError``).
+        """
+        name = check_projection_name(_projection_name(projection))
+        return await retry_parked(self._backend, self._log, projection, name)
 
     async def _pause_or_stop(
         self, name: str, checkpoint: str, cause: BaseException, failures: int
@@ -165,6 +188,7 @@ class Processor(Generic[TxT]):
         name: str,
         checkpoint: str,
         streak: _Streak,
+        parking: Parking | None,
     ) -> bool:
         """Run batches under ``lease``; True once caught up in ONE_OFF mode."""
         config = self._config
@@ -172,7 +196,12 @@ class Processor(Generic[TxT]):
         await self._ensure_checkpoint(lease, checkpoint)
         while True:
             watch = news.watch()
-            handled, caught_up = await self._batch(lease, projection, name, checkpoint)
+            try:
+                handled, caught_up = await self._batch(lease, projection, name, checkpoint, parking)
+            except ProjectionError as err:
+                if parking is None or not parking.replay(err):
+                    raise
+                continue
             streak.failures = 0
             if handled:
                 idle_wait = config.poll_interval
@@ -202,7 +231,12 @@ class Processor(Generic[TxT]):
             raise
 
     async def _batch(
-        self, lease: Lease, projection: Projection, name: str, checkpoint: str
+        self,
+        lease: Lease,
+        projection: Projection,
+        name: str,
+        checkpoint: str,
+        parking: Parking | None = None,
     ) -> tuple[int, bool]:
         """Run one batch; how many events it read, and whether the log is exhausted."""
         store = self._backend.store
@@ -225,6 +259,8 @@ class Processor(Generic[TxT]):
             else contextlib.nullcontext()
         ):
             try:
+                if parking is not None:
+                    parking.begin()
                 async with lease.transaction() as tx:
                     position = await store.get_checkpoint(tx, checkpoint)
                     if observation is not None:
@@ -234,8 +270,10 @@ class Processor(Generic[TxT]):
                     if not events:
                         pending = hole_above(store.pending_holes(), position)
                         return 0, not pending
-                    handled = await self._handle_all(tx, projection, name, events)
+                    handled = await self._handle_all(tx, projection, name, events, parking)
                     await store.update_checkpoint(tx, checkpoint, events[-1].global_position)
+                if parking is not None:
+                    parking.committed()
                 if observation is not None:
                     observation.events_read = len(events)
                     observation.events_handled = handled
@@ -263,11 +301,18 @@ class Processor(Generic[TxT]):
         return len(events), False
 
     async def _handle_all(
-        self, tx: Any, projection: Projection, name: str, events: Sequence[es.PersistedEvent]
+        self,
+        tx: Any,
+        projection: Projection,
+        name: str,
+        events: Sequence[es.PersistedEvent],
+        parking: Parking | None = None,
     ) -> int:
         """Hand the events in scope and partition to the projection; how many that was.
 
         A projection with ``handle_batch`` gets them in one call, else each in a ``handle``.
+        With ``parking``, an event due to be parked is recorded instead of handled, and a
+        batch whose ``handle_batch`` failed is handled event by event.
         """
         config = self._config
         types = tuple(getattr(projection, "aggregate_types", ()) or ())
@@ -278,6 +323,8 @@ class Processor(Generic[TxT]):
             getattr(projection, "retryable_errors", ()) or ()
         )
         handle_batch = getattr(projection, "handle_batch", None)
+        if parking is not None and parking.one_by_one:
+            handle_batch = None
         selected: list[es.PersistedEvent] = []
         handled = 0
         for event in events:
@@ -288,6 +335,9 @@ class Processor(Generic[TxT]):
             if partitioned and not should_process(
                 event.aggregate_id, config.partition_key, config.total_partitions
             ):
+                continue
+            if parking is not None and parking.due(event):
+                await parking.park(tx, event)
                 continue
             if handle_batch is not None:
                 selected.append(event)
@@ -313,7 +363,12 @@ class Processor(Generic[TxT]):
                     event_type=event.event_type,
                 ) from err
         if selected:
-            await self._handle_batch(tx, handle_batch, name, selected, retryable)
+            try:
+                await self._handle_batch(tx, handle_batch, name, selected, retryable)
+            except ProjectionError:
+                if parking is not None:
+                    parking.batch_failed()
+                raise
         return handled + len(selected)
 
     async def _handle_batch(

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, TypeVar
 from ..errors import ProjectionError, ProjectionStoppedError
 from .base import Projection
 from .config import ProcessorConfig
+from .parking import error_text
+from .runs import runs_of
 
 if TYPE_CHECKING:
     from ..database import Database
@@ -26,7 +28,8 @@ async def run_projections(
     Returns when all of them have returned (``RunMode.ONE_OFF`` ones return once caught
     up). The first failure cancels the others — each rolls back its batch in flight and
     releases its lease — and is raised as a ``ProjectionError`` naming its projection.
-    Cancelling the call stops them all the same way.
+    Cancelling the call stops them all the same way. The ones stopped so are reported
+    stopped by ``Database.health()``, with the failure that stopped them.
 
     Raises:
         ProjectionError: a handler failed (``__cause__`` is its exception), or a
@@ -54,4 +57,11 @@ async def run_projections(
     except ExceptionGroup as failures:
         # Only ProjectionErrors reach here (run_one wraps the rest); the first one won.
         first = failures.exceptions[0]
+        runs = runs_of(db.store)
+        for projection, config in projections:
+            name = str(getattr(projection, "name", "projection"))
+            reason = error_text(first)
+            if isinstance(first, ProjectionError) and first.projection != name:
+                reason = f"stopped as projection {first.projection} failed: {reason}"
+            runs.stopped(name, config.checkpoint_name(name), reason)
         raise first from first.__cause__

@@ -13,7 +13,7 @@ from nats.js import api
 
 from pupsourcing_async import Database, ProjectionError, ProjectionStoppedError, es
 from pupsourcing_async import nats as pnats
-from pupsourcing_async.projection import ProcessorConfig, RunMode
+from pupsourcing_async.projection import OnFailure, ProcessorConfig, RunMode
 
 from ..conftest import append_many, make_event, read_whole_log
 from .conftest import Names, NatsServer, stream_contents, wait_until
@@ -271,6 +271,28 @@ async def test_an_event_too_large_for_nats_is_refused_before_its_batch_is_sent(
     assert await checkpoint(db) == 0
     assert await stream_contents(nats_client, names.stream) == []
     assert nats_client.is_connected
+
+
+async def test_with_park_an_event_too_large_is_parked_and_the_rest_published_once(
+    db: Database, nats_client: Client, names: Names
+) -> None:
+    first = await append_many(db, 2)
+    large = (await _append(db, make_event(payload=b"x" * nats_client.max_payload))).events
+    rest = await append_many(db, 3)
+    config = ProcessorConfig(
+        run_mode=RunMode.ONE_OFF, batch_size=7, on_failure=OnFailure.PARK, handler_attempts=2
+    )
+    async with pnats.Publisher(nats_client, names.stream, subject_prefix=names.prefix) as pub:
+        await db.processor(config).run(pub)
+    # The batch failed whole, then ran event by event: what the replays sent again,
+    # JetStream dropped as duplicates.
+    contents = await stream_contents(nats_client, names.stream)
+    assert [e.event_id for _, e in contents] == [e.event_id for e in first + rest]
+    [parked] = await db.parked_events("nats_publisher")
+    assert (parked.global_position, parked.attempts) == (large[0].global_position, 2)
+    assert parked.error.startswith("PublishRejectedError: ")
+    assert "max_payload" in parked.error
+    assert await checkpoint(db) == rest[-1].global_position
 
 
 async def test_an_event_the_stream_refuses_stops_the_publisher_naming_it(

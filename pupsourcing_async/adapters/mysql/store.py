@@ -27,6 +27,7 @@ from ..base import CheckpointRow
 from .append import ServerFacts, append
 from .errors import LOCK_ERRORS, error_code, translated
 from .literals import render
+from .parked import ParkedEvents
 from .snapshots import Snapshots
 from .sql import Statements
 
@@ -127,6 +128,8 @@ class Store:
         self._log = get_logger(self._config.logger, "pupsourcing_async.store")
         #: The aggregate snapshots kept beside this store's events.
         self.snapshots = Snapshots(self._config, location=location)
+        #: The events projections parked (``OnFailure.PARK``).
+        self.parked = ParkedEvents(self._config, location=location)
         self._holes: HoleTracker[int] = HoleTracker()
         self._proven = 0  # every registration below this id is known to have ended
         self._facts: ServerFacts | None = None

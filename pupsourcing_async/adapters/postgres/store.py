@@ -26,6 +26,7 @@ from .._shared import (
 )
 from ..base import CheckpointRow
 from .errors import translated
+from .parked import ParkedEvents
 from .snapshots import Snapshots
 from .sql import COLUMNS, POSITION, SHAREABLE, Statements
 
@@ -75,6 +76,8 @@ class Store:
         self._log = get_logger(self._config.logger, "pupsourcing_async.store")
         #: The aggregate snapshots kept beside this store's events.
         self.snapshots = Snapshots(self._config, location=location)
+        #: The events projections parked (``OnFailure.PARK``).
+        self.parked = ParkedEvents(self._config, location=location)
         #: Connections that appended in their open transaction (see AppendTracker).
         self.appends = AppendTracker()
 

@@ -30,6 +30,7 @@ from .._shared import (
 )
 from ..base import CheckpointRow
 from .errors import translated
+from .parked import ParkedEvents
 from .pool import rollback_quietly
 from .snapshots import Snapshots
 from .timestamps import format_timestamp, parse_timestamp
@@ -144,6 +145,8 @@ class Store:
         self._log = get_logger(self._config.logger, "pupsourcing_async.store")
         #: The aggregate snapshots kept beside this store's events.
         self.snapshots = Snapshots(self._config, location=location)
+        #: The events projections parked (``OnFailure.PARK``).
+        self.parked = ParkedEvents(self._config, location=location)
         events, heads = self._config.events_table, self._config.aggregate_heads_table
         checkpoints = self._config.checkpoints_table
         key = "bounded_context = ? AND aggregate_type = ? AND aggregate_id = ?"
